@@ -1,0 +1,421 @@
+"""The LLM activity: one OpenAI-compatible chat completion over httpx.
+
+Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, OpenRouter, Ollama, vLLM) speaks
+`POST /v1/chat/completions`, so this module speaks only that. It does side effects and translation, nothing else:
+
+- Temporal owns retries. The activity makes exactly one HTTP request per attempt and tells Temporal, through the
+  `ApplicationError` type and `non_retryable` flag, whether another attempt can help (bug L13: the original had no
+  retry on the main path; here the workflow's retry policy decides, with backoff).
+- A failure is never returned as content (invariant I3). In particular the original llm-proxy reports adapter
+  failures as HTTP 200 with assistant text "[Error] ..." (root of bug B2); that is raised as a retryable error.
+- Assistant text that accompanies tool calls is kept (bug L14).
+
+The request body and the reply parsing are module-level pure functions so the streaming variant (tool-call deltas,
+a later issue) can reuse them: it only needs a different transport loop and a delta accumulator that produces the
+same `choice` dict `parse_completion` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows.model import (
+    CHAT_COMPLETION_ACTIVITY,
+    LLM_BAD_RESPONSE_ERROR,
+    LLM_REQUEST_REJECTED_ERROR,
+    LLM_UNAVAILABLE_ERROR,
+    ChatMessage,
+    LlmReply,
+    LlmRequest,
+    TokenUsage,
+    ToolCall,
+    ToolSpec,
+)
+
+# The original llm-proxy turns adapter exceptions into a 200 whose assistant content starts with this (bug B2).
+PROXY_ERROR_PREFIX = "[Error]"
+
+# Statuses where another attempt can succeed. 408/409 are in the set the official OpenAI SDK retries as well:
+# a request timeout or a conflicting concurrent request says nothing about the request being wrong.
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+# Provider error texts can be long (HTML error pages from a proxy); an error message only needs the gist.
+_MAX_PROVIDER_MESSAGE_CHARS = 500
+
+# Retry-After values beyond this are treated as "use the retry policy's backoff": a provider asking for an hour
+# should not park a conversation for an hour without the retry policy's own limits having a say.
+_MAX_RETRY_AFTER = timedelta(minutes=5)
+
+
+class LlmActivities:
+    """Activities that call an OpenAI-compatible chat-completions endpoint.
+
+    The worker builds one instance from settings and registers its bound methods. The HTTP client is injected so
+    the worker owns its lifetime (connection pool, TLS settings) and tests can point it anywhere.
+
+    Args:
+        http: The shared HTTP client. Its own timeout is ignored; each request uses `LlmRequest.timeout_seconds`.
+        chat_completions_url: The full URL of the chat-completions endpoint, e.g.
+            `http://llm-proxy:8002/v1/chat/completions`.
+        api_key: Sent as `Authorization: Bearer <api_key>` when set (OpenAI, OpenRouter, LiteLLM).
+        internal_api_key: Sent as `X-Internal-Auth` when set (how the original llm-proxy authenticates callers).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        chat_completions_url: str,
+        api_key: str | None = None,
+        internal_api_key: str | None = None,
+    ) -> None:
+        self._http = http
+        self._url = chat_completions_url
+        self._api_key = api_key
+        self._internal_api_key = internal_api_key
+
+    @activity.defn(name=CHAT_COMPLETION_ACTIVITY)
+    async def chat_completion(self, request: LlmRequest) -> LlmReply:
+        """Run one non-streaming chat completion.
+
+        Args:
+            request: The model, the full message list (system prompt first), the tools and the timeout.
+
+        Returns:
+            The first choice's text, tool calls, finish reason, model, usage and the measured latency.
+
+        Raises:
+            ApplicationError: `LLM_UNAVAILABLE_ERROR` (retryable) for timeouts, connection failures, 408/409/429,
+                5xx and "[Error] ..." replies; `LLM_REQUEST_REJECTED_ERROR` (non-retryable) for other 3xx/4xx
+                answers; `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion.
+        """
+        body = build_request_body(request, stream=False)
+        started = time.monotonic()
+        response = await self._post(body, request.timeout_seconds)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        self._raise_for_status(response)
+        payload = _json_body(response)
+        return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if self._internal_api_key:
+            headers["X-Internal-Auth"] = self._internal_api_key
+        return headers
+
+    async def _post(self, body: dict[str, Any], timeout_seconds: float) -> httpx.Response:
+        # httpx timeouts apply per phase (connect, each read...), so a provider that drips bytes could exceed the
+        # budget many times over; the outer asyncio deadline bounds the whole exchange.
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                return await self._http.post(
+                    self._url, json=body, headers=self._headers(), timeout=httpx.Timeout(timeout_seconds)
+                )
+        except (TimeoutError, httpx.TimeoutException) as err:
+            raise ApplicationError(
+                f"LLM request timed out after {timeout_seconds:g}s", type=LLM_UNAVAILABLE_ERROR
+            ) from err
+        except httpx.TransportError as err:
+            # Connection refused/reset, DNS failures, protocol errors: the provider may be back on the next attempt.
+            raise ApplicationError(
+                self._scrub(f"LLM provider unreachable: {type(err).__name__}: {err}"), type=LLM_UNAVAILABLE_ERROR
+            ) from err
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        provider_message = self._scrub(_provider_error_message(response))
+        if status in _RETRYABLE_STATUSES or status >= 500:
+            raise ApplicationError(
+                f"LLM provider unavailable (HTTP {status}): {provider_message}",
+                {"status_code": status},
+                type=LLM_UNAVAILABLE_ERROR,
+                next_retry_delay=_retry_after(response),
+            )
+        # 400 (bad history, context too long), 401/403 (key), 404 (model), 413, 422 and any other 4xx, plus
+        # redirects we do not follow: the same request will be refused again, so retrying only burns time.
+        raise ApplicationError(
+            f"LLM provider rejected the request (HTTP {status}): {provider_message}",
+            {"status_code": status},
+            type=LLM_REQUEST_REJECTED_ERROR,
+            non_retryable=True,
+        )
+
+    def _scrub(self, text: str) -> str:
+        # Providers and proxies sometimes echo the credential they refused; error messages end up in workflow
+        # histories and the Web UI, so no key may survive into them.
+        for secret in (self._api_key, self._internal_api_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+# --- Request building (pure) ---
+
+
+def build_request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+    """Translate an `LlmRequest` into an OpenAI chat-completions body.
+
+    Args:
+        request: The request to translate.
+        stream: Value of the body's `stream` field.
+
+    Returns:
+        The JSON body. `tools`/`tool_choice` appear only with at least one tool (OpenAI rejects an empty `tools`
+        array), `temperature` only when set, and `user` carries the session id so the provider (and the fake) can
+        attribute requests to a conversation.
+    """
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [to_openai_message(message) for message in request.messages],
+        "stream": stream,
+        "user": request.session_id,
+    }
+    if request.tools:
+        body["tools"] = [to_openai_tool(tool) for tool in request.tools]
+        body["tool_choice"] = "auto"
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    return body
+
+
+def to_openai_message(message: ChatMessage) -> dict[str, Any]:
+    """Translate one history message to the OpenAI shape, dropping the runtime's bookkeeping fields.
+
+    Args:
+        message: A history message.
+
+    Returns:
+        The OpenAI message dict. `content` is kept as None only for an assistant message with tool calls, the one
+        place OpenAI allows it; elsewhere None becomes "" because providers reject a null content there.
+    """
+    result: dict[str, Any] = {"role": message.role}
+    if message.content is None and not (message.role == "assistant" and message.tool_calls):
+        result["content"] = ""
+    else:
+        result["content"] = message.content
+    if message.tool_calls:
+        result["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                # OpenAI wants the arguments as a JSON *string*; an object is rejected with a 400.
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        result["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        result["name"] = message.name
+    return result
+
+
+def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
+    """Translate a tool spec to an OpenAI function tool."""
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
+
+
+# --- Reply parsing (pure) ---
+
+
+def parse_completion(payload: Any, *, latency_ms: int, requested_model: str = "") -> LlmReply:
+    """Read the first choice of a chat-completions response.
+
+    Args:
+        payload: The decoded JSON body.
+        latency_ms: The measured round trip, recorded on the reply.
+        requested_model: Used when the provider does not echo the model.
+
+    Returns:
+        The reply.
+
+    Raises:
+        ApplicationError: `LLM_BAD_RESPONSE_ERROR` (retryable) when there is no usable first choice;
+            `LLM_UNAVAILABLE_ERROR` (retryable) when the content is an "[Error] ..." text.
+    """
+    if not isinstance(payload, dict):
+        raise _bad_response(f"expected a JSON object, got {type(payload).__name__}")
+    error = payload.get("error")
+    if error:
+        # Some proxies answer 200 with an error object instead of choices; that is an outage, not content.
+        raise ApplicationError(
+            f"LLM provider returned an error: {_error_text(error)}"[:_MAX_PROVIDER_MESSAGE_CHARS],
+            type=LLM_UNAVAILABLE_ERROR,
+        )
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _bad_response("no choices")
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise _bad_response("first choice has no message")
+    message: dict[str, Any] = choice["message"]
+
+    raw_content = message.get("content")
+    content = raw_content if isinstance(raw_content, str) else _text_of_parts(raw_content)
+    if content.lstrip().startswith(PROXY_ERROR_PREFIX):
+        # Bug B2: the proxy's way of saying "the provider failed". Storing it as an assistant message poisoned
+        # histories; raising it lets the retry policy try again and the workflow report an error chunk.
+        raise ApplicationError(
+            f"LLM proxy reported an error: {content.strip()[:_MAX_PROVIDER_MESSAGE_CHARS]}",
+            type=LLM_UNAVAILABLE_ERROR,
+        )
+
+    return LlmReply(
+        content=content,
+        tool_calls=_parse_tool_calls(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        model=payload.get("model") if isinstance(payload.get("model"), str) else requested_model,
+        usage=parse_usage(payload.get("usage")),
+        latency_ms=latency_ms,
+    )
+
+
+def parse_tool_arguments(raw: Any, *, tool_name: str = "") -> dict[str, Any]:
+    """Decode a tool call's arguments, which providers send as a JSON string (OpenAI) or an object (some proxies).
+
+    Args:
+        raw: The `function.arguments` value.
+        tool_name: For the warning only.
+
+    Returns:
+        The arguments; {} when they are missing, unparsable or not an object. The call itself is kept so its id
+        still gets a tool message and the history stays paired; the tool then reports the missing arguments.
+    """
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            activity.logger.warning("Unparsable arguments for tool call %r: %.200s", tool_name, raw)
+            return {}
+        if isinstance(decoded, dict):
+            return decoded
+    activity.logger.warning("Tool call %r arguments are not a JSON object: %.200r", tool_name, raw)
+    return {}
+
+
+def parse_usage(raw: Any) -> TokenUsage:
+    """Read token usage; a provider that sends none (the original's fake, some proxies) counts as zeros."""
+    if not isinstance(raw, dict):
+        return TokenUsage()
+    prompt = _int_or_zero(raw.get("prompt_tokens"))
+    completion = _int_or_zero(raw.get("completion_tokens"))
+    total = raw.get("total_tokens")
+    return TokenUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=_int_or_zero(total) if total is not None else prompt + completion,
+    )
+
+
+def _parse_tool_calls(raw: Any) -> list[ToolCall]:
+    if not isinstance(raw, list):
+        return []
+    calls: list[ToolCall] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        function = item.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        name = function["name"]
+        call_id = item.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            # Some OpenAI-compatible servers omit ids; the runtime needs one to pair the tool message (I1). The
+            # activity result is recorded in history, so a generated id is stable for the rest of the session.
+            call_id = f"call_{uuid.uuid4().hex[:24]}"
+            activity.logger.warning("Tool call %r came without an id; using %s", name, call_id)
+        arguments = parse_tool_arguments(function.get("arguments"), tool_name=name)
+        calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+    return calls
+
+
+def _text_of_parts(raw: Any) -> str:
+    # Null content (a pure tool-call answer) is "", and some providers send content as a list of text parts.
+    if isinstance(raw, list):
+        return "".join(part.get("text", "") for part in raw if isinstance(part, dict) and part.get("type") == "text")
+    return ""
+
+
+def _int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as err:
+        raise _bad_response(f"body is not JSON: {response.text[:200]!r}") from err
+
+
+def _bad_response(detail: str) -> ApplicationError:
+    # Retryable: a truncated or garbled body is usually a transient proxy problem, and the retry policy caps it.
+    return ApplicationError(f"LLM provider sent an unusable response: {detail}", type=LLM_BAD_RESPONSE_ERROR)
+
+
+def _provider_error_message(response: httpx.Response) -> str:
+    """The provider's own words for an error answer: OpenAI's `error.message`, a `detail`, or the raw text."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        if payload.get("error"):
+            return _error_text(payload["error"])[:_MAX_PROVIDER_MESSAGE_CHARS]
+        if payload.get("detail"):
+            return str(payload["detail"])[:_MAX_PROVIDER_MESSAGE_CHARS]
+        if payload.get("message"):
+            return str(payload["message"])[:_MAX_PROVIDER_MESSAGE_CHARS]
+    return response.text.strip()[:_MAX_PROVIDER_MESSAGE_CHARS] or response.reason_phrase
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    """The server's requested wait (OpenAI's `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date)."""
+    delay = _parse_delay(response.headers.get("retry-after-ms"), unit_seconds=0.001)
+    if delay is None:
+        delay = _parse_delay(response.headers.get("retry-after"), unit_seconds=1.0)
+    if delay is None or delay <= timedelta(0) or delay > _MAX_RETRY_AFTER:
+        return None
+    return delay
+
+
+def _parse_delay(value: str | None, *, unit_seconds: float) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=float(value) * unit_seconds)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when - datetime.now(UTC)

@@ -1,0 +1,249 @@
+"""Process settings, read once from the environment and validated before anything starts.
+
+Every variable is `AGENT_RUNTIME__<FIELD>`, nested groups add one more `__`: `AGENT_RUNTIME__LLM_MODEL`,
+`AGENT_RUNTIME__TEMPORAL__ADDRESS`, `AGENT_RUNTIME__APPROVAL__RULES` (JSON). Entry points call `load_settings()`,
+which reports every bad variable by its environment name, so an operator sees which one to fix.
+
+Settings belong to processes (worker, API, CLI). What a session needs is copied into its `ConversationConfig`
+when it starts (`Settings.conversation_config()`), so changing the environment never changes a running session
+under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+from workflows.model import DEFAULT_TASK_QUEUE, ApprovalPolicy, ApprovalRule, ConversationConfig
+from workflows.policy import DEFAULT_APPROVAL_POLICY
+
+ENV_PREFIX = "AGENT_RUNTIME__"
+NESTED_DELIMITER = "__"
+
+log = logging.getLogger("agent_runtime.settings")
+
+
+class SettingsError(Exception):
+    """The environment does not describe a valid configuration; the message names each bad variable."""
+
+
+class TemporalSettings(BaseModel):
+    """Where the Temporal service is and how to reach it (`AGENT_RUNTIME__TEMPORAL__*`).
+
+    Attributes:
+        address: Frontend `host:port`.
+        namespace: Temporal namespace.
+        task_queue: The one task queue for workflows and activities.
+        tls: Use TLS with the system roots. Implied by any of the TLS paths; with `api_key` and no TLS setting,
+            the SDK turns TLS on itself (Temporal Cloud).
+        tls_cert_path: Client certificate (PEM) for mTLS; needs `tls_key_path`.
+        tls_key_path: Client private key (PEM) for mTLS; needs `tls_cert_path`.
+        tls_ca_path: CA bundle (PEM) to verify the server with, instead of the system roots.
+        api_key: Temporal Cloud API key.
+    """
+
+    # A misspelt nested variable (AGENT_RUNTIME__TEMPORAL__ADRESS) must fail loudly, not fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = "127.0.0.1:7233"
+    namespace: str = Field(default="default", min_length=1)
+    task_queue: str = Field(default=DEFAULT_TASK_QUEUE, min_length=1)
+    tls: bool = False
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    tls_ca_path: Path | None = None
+    api_key: SecretStr | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("tls_cert_path", "tls_key_path", "tls_ca_path")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        # Checked here rather than at connect time so a bad mount fails the deploy, not the first request.
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TemporalSettings:
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ValueError(
+                f"{ENV_PREFIX}TEMPORAL__TLS_CERT_PATH and {ENV_PREFIX}TEMPORAL__TLS_KEY_PATH must be set together"
+            )
+        return self
+
+
+class ApprovalSettings(BaseModel):
+    """The human-approval policy given to new sessions (`AGENT_RUNTIME__APPROVAL__*`).
+
+    Attributes:
+        enabled: With False no tool call waits for a human.
+        timeout_seconds: Default expiry of an approval; None waits until someone decides. A rule's own
+            `timeout_seconds` wins over it.
+        rules: Ordered rules, first match wins (JSON list of `ApprovalRule`). None uses the built-in
+            `DEFAULT_APPROVAL_POLICY`. A tool no rule matches needs no approval; end with a `{"pattern": "*",
+            "requires_approval": true}` rule to make approval the default.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    rules: list[ApprovalRule] | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a runtime process is configured with. Build it with `load_settings()`.
+
+    Attributes:
+        llm_proxy_url: Base URL of an OpenAI-compatible API (the original llm-proxy, LiteLLM, OpenAI, vLLM...).
+        llm_model: Model name sent with every completion.
+        llm_api_key: Sent as `Authorization: Bearer ...` to the LLM endpoint.
+        llm_timeout_seconds: Timeout of one LLM call (one activity attempt).
+        llm_max_attempts: Attempts per LLM call, retries included (Temporal owns retries).
+        internal_api_key: The `X-Internal-Auth` key the gateway sends and the LLM proxy expects.
+        multi_agent_mode: Route between agents; False keeps every session on the universal agent.
+        database_url: PostgreSQL DSN of the read projection; None lets the dev stack start an embedded one.
+        temporal: Temporal connection.
+        approval: Approval policy for new sessions.
+        tool_lease_seconds: How long an IDE-executed tool call may stay unanswered before it is closed with an
+            error result.
+        tool_call_budget: Tool calls allowed in one turn before the runtime stops the loop.
+        max_agent_switches: Agent switches allowed in one turn.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        case_sensitive=False,
+        # `FOO=` in a compose file or .env means "not set", not "set to the empty string".
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    llm_proxy_url: str = "http://127.0.0.1:8002"
+    llm_model: str = Field(default="gpt-4o-mini", min_length=1)
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_attempts: int = Field(default=3, ge=1)
+    internal_api_key: SecretStr | None = None
+    multi_agent_mode: bool = True
+    database_url: SecretStr | None = None
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tool_lease_seconds: float = Field(default=600.0, gt=0)
+    tool_call_budget: int = Field(default=20, ge=1)
+    max_agent_switches: int = Field(default=50, ge=1)
+
+    @field_validator("llm_proxy_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+    def chat_completions_url(self) -> str:
+        """The chat completions endpoint under `llm_proxy_url`.
+
+        Accepts a base with or without the `/v1` suffix, since providers document both forms.
+
+        Returns:
+            `{base}/v1/chat/completions`, or `{base}/chat/completions` when the base already ends with `/v1`.
+        """
+        base = self.llm_proxy_url.rstrip("/")
+        if base.endswith("/v1"):
+            return f"{base}/chat/completions"
+        return f"{base}/v1/chat/completions"
+
+    def approval_policy(self) -> ApprovalPolicy:
+        """The approval policy for new sessions.
+
+        Returns:
+            The configured rules, or the built-in default policy when none are configured, with `enabled` and
+            the default timeout taken from the settings either way.
+        """
+        base = DEFAULT_APPROVAL_POLICY if self.approval.rules is None else ApprovalPolicy(rules=self.approval.rules)
+        return ApprovalPolicy.model_validate(
+            base.model_dump()
+            | {"enabled": self.approval.enabled, "default_timeout_seconds": self.approval.timeout_seconds}
+        )
+
+    def conversation_config(self) -> ConversationConfig:
+        """The per-session configuration a new session is started with.
+
+        Returns:
+            A `ConversationConfig` with every field set from these settings.
+        """
+        return ConversationConfig(
+            multi_agent_mode=self.multi_agent_mode,
+            llm_model=self.llm_model,
+            approval_policy=self.approval_policy(),
+            tool_lease_seconds=self.tool_lease_seconds,
+            tool_call_budget=self.tool_call_budget,
+            llm_timeout_seconds=self.llm_timeout_seconds,
+            llm_max_attempts=self.llm_max_attempts,
+            max_agent_switches=self.max_agent_switches,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings from the environment.
+
+    Args:
+        **overrides: Field values that win over the environment (tests, CLI flags).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: A variable is malformed or out of range; the message has one line per problem, each
+            starting with the variable's name.
+    """
+    _warn_unknown_variables()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"{_env_name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()]
+        raise SettingsError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except _SourceError as exc:
+        # Raised by pydantic-settings before validation, e.g. for a JSON value that does not parse.
+        raise SettingsError(f"Invalid configuration: {exc} (check the JSON of the {ENV_PREFIX}* variables)") from exc
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The variable an error location comes from; the rest of the location is the path inside its value."""
+    if not loc:
+        return f"{ENV_PREFIX}*"
+    name, rest = f"{ENV_PREFIX}{str(loc[0]).upper()}", loc[1:]
+    field = Settings.model_fields.get(str(loc[0]))
+    nested = field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    if nested and rest and isinstance(rest[0], str):
+        name, rest = f"{name}{NESTED_DELIMITER}{rest[0].upper()}", rest[1:]
+    if rest:
+        name += " at " + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest).lstrip(".")
+    return name
+
+
+def _warn_unknown_variables() -> None:
+    # Top-level typos would otherwise be ignored silently (nested ones are rejected by extra="forbid").
+    for var in os.environ:
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        field = upper[len(ENV_PREFIX) :].split(NESTED_DELIMITER, 1)[0].lower()
+        if field not in Settings.model_fields:
+            log.warning("Ignoring unknown setting %s", var)

@@ -1,0 +1,112 @@
+"""Test helpers: a session driver over the real client, and an independent check of provider validity."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.conversation_client import ConversationClient
+from client.fake_llm import FakeLlmServer, FakeReply
+from workflows.model import (
+    ChatMessage,
+    ChunkType,
+    Decision,
+    HitlDecision,
+    InputReceipt,
+    StreamChunk,
+    ToolResult,
+    UserMessage,
+)
+
+
+def assert_provider_valid(messages: list[ChatMessage], *, open_tail: set[str] | None = None) -> None:
+    """The rules OpenAI enforces, written independently of workflows/history.py so it can catch its bugs.
+
+    Every assistant message with tool calls is followed by exactly one tool message per call id, before any other
+    message; no tool message answers an unknown or already answered id; no call id is reused. `open_tail` names
+    the calls a parked session may still have open at the end (the LLM is not called while any is open).
+    """
+    seen_ids: set[str] = set()
+    open_ids: list[str] = []
+    for index, message in enumerate(messages):
+        if message.role == "tool":
+            assert message.tool_call_id in open_ids, f"#{index}: tool message for {message.tool_call_id} is not open"
+            open_ids.remove(message.tool_call_id)
+            continue
+        assert not open_ids, f"#{index}: {message.role} message while calls {open_ids} are unanswered"
+        if message.role == "assistant":
+            assert message.content is not None or message.tool_calls, f"#{index}: empty assistant message"
+            assert not (message.content or "").startswith("[Error]"), f"#{index}: error stored as content"
+            for call in message.tool_calls:
+                assert call.id not in seen_ids, f"#{index}: call id {call.id} reused"
+                seen_ids.add(call.id)
+                open_ids.append(call.id)
+    assert set(open_ids) == (open_tail or set()), f"history ends with unanswered calls {open_ids}"
+
+
+def tool_messages_for(messages: list[ChatMessage], call_id: str) -> list[ChatMessage]:
+    return [m for m in messages if m.role == "tool" and m.tool_call_id == call_id]
+
+
+def classify(agent: str) -> FakeReply:
+    """A scripted classification answer."""
+    return FakeReply(content=f'{{"agent": "{agent}", "confidence": "high", "reasoning": "test"}}')
+
+
+def call(name: str, call_id: str, preface: str = "", **arguments: Any) -> FakeReply:
+    """A scripted reply with one tool call."""
+    return FakeReply(content=preface, tool_calls=[{"id": call_id, "name": name, "arguments": arguments}])
+
+
+def text(content: str) -> FakeReply:
+    return FakeReply(content=content)
+
+
+@dataclass
+class Session:
+    """One conversation driven the way a gateway drives it: inputs through updates, output from the stream."""
+
+    client: ConversationClient
+    llm: FakeLlmServer
+    id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:12]}")
+    offset: int = 0
+
+    def script(self, *replies: FakeReply) -> None:
+        self.llm.script(self.id, list(replies))
+
+    def llm_requests(self) -> list[dict[str, Any]]:
+        return self.llm.requests(self.id)
+
+    async def say(self, content: str, **fields: Any) -> list[StreamChunk]:
+        """Send a user message and return the events up to the next wait point."""
+        await self.client.send_user_message(self.id, UserMessage(content=content, **fields))
+        return await self.events()
+
+    async def events(self) -> list[StreamChunk]:
+        received = await self.client.until_wait_point(self.id, self.offset)
+        self.offset = received[-1].offset + 1
+        return [e.chunk for e in received]
+
+    async def result(self, call_id: str, result: Any = None, error: str | None = None) -> InputReceipt:
+        return await self.client.send_tool_result(self.id, ToolResult(call_id=call_id, result=result, error=error))
+
+    async def decide(self, call_id: str, decision: str, **fields: Any) -> InputReceipt:
+        return await self.client.decide(self.id, HitlDecision(call_id=call_id, decision=Decision(decision), **fields))
+
+    async def history(self) -> list[ChatMessage]:
+        messages = await self.client.history(self.id)
+        outstanding = {c.call_id for c in (await self.client.state(self.id)).outstanding_calls}
+        assert_provider_valid(messages, open_tail=outstanding)
+        return messages
+
+
+def types(chunks: list[StreamChunk]) -> list[str]:
+    return [c.type.value for c in chunks]
+
+
+def final(chunks: list[StreamChunk]) -> StreamChunk:
+    assert chunks and chunks[-1].is_final, f"stream did not end at a wait point: {types(chunks)}"
+    assert all(not c.is_final for c in chunks[:-1]), f"more than one final chunk: {types(chunks)}"
+    assert ChunkType.ERROR.value not in types(chunks[:-1])
+    return chunks[-1]

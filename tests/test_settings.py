@@ -1,0 +1,219 @@
+"""Settings: environment parsing, validation errors an operator can act on, and what new sessions get."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from workflows.model import DEFAULT_TASK_QUEUE, ConversationConfig
+from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No AGENT_RUNTIME__ variable of the machine running the tests leaks into them."""
+    for var in list(os.environ):
+        if var.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(var)
+    return monkeypatch
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.llm_proxy_url == "http://127.0.0.1:8002"
+    assert settings.llm_model == "gpt-4o-mini"
+    assert settings.llm_api_key is None
+    assert settings.temporal.address == "127.0.0.1:7233"
+    assert settings.temporal.namespace == "default"
+    assert settings.temporal.task_queue == DEFAULT_TASK_QUEUE
+    assert settings.approval.rules is None
+    assert settings.approval_policy() == DEFAULT_APPROVAL_POLICY
+
+
+def test_top_level_and_nested_variables(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_MODEL", "qwen2.5-coder")
+    clean_env.setenv("AGENT_RUNTIME__LLM_API_KEY", "sk-test")
+    clean_env.setenv("AGENT_RUNTIME__LLM_TIMEOUT_SECONDS", "7.5")
+    clean_env.setenv("AGENT_RUNTIME__MULTI_AGENT_MODE", "false")
+    clean_env.setenv("AGENT_RUNTIME__TOOL_CALL_BUDGET", "4")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__ADDRESS", "temporal.internal:7233")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__NAMESPACE", "agents")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__TASK_QUEUE", "agents-q")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__API_KEY", "cloud-key")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__ENABLED", "false")
+
+    settings = load_settings()
+
+    assert settings.llm_model == "qwen2.5-coder"
+    assert settings.llm_api_key is not None and settings.llm_api_key.get_secret_value() == "sk-test"
+    assert "sk-test" not in repr(settings)
+    assert settings.llm_timeout_seconds == 7.5
+    assert settings.multi_agent_mode is False
+    assert settings.tool_call_budget == 4
+    assert settings.temporal.address == "temporal.internal:7233"
+    assert settings.temporal.namespace == "agents"
+    assert settings.temporal.task_queue == "agents-q"
+    assert settings.temporal.api_key is not None and settings.temporal.api_key.get_secret_value() == "cloud-key"
+    assert settings.approval.enabled is False
+
+
+def test_empty_variable_means_unset(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_API_KEY", "")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__ADDRESS", "")
+    settings = load_settings()
+    assert settings.llm_api_key is None
+    assert settings.temporal.address == "127.0.0.1:7233"
+
+
+def test_approval_rules_from_json(clean_env: pytest.MonkeyPatch) -> None:
+    rules = [
+        {
+            "pattern": "execute_command",
+            "requires_approval": False,
+            "reason": "read-only git",
+            "when": [{"argument": "command", "op": "startswith", "value": "git status"}],
+        },
+        {"pattern": "execute_*", "requires_approval": True, "reason": "commands", "timeout_seconds": 60},
+        {"pattern": "*", "requires_approval": True},
+    ]
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__RULES", json.dumps(rules))
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__TIMEOUT_SECONDS", "900")
+
+    policy = load_settings().approval_policy()
+
+    assert [rule.pattern for rule in policy.rules] == ["execute_command", "execute_*", "*"]
+    assert policy.default_timeout_seconds == 900
+    assert evaluate(policy, "execute_command", {"command": "git status -s"}).requires_approval is False
+    rm = evaluate(policy, "execute_command", {"command": "rm -rf /"})
+    assert (rm.requires_approval, rm.reason, rm.timeout_seconds) == (True, "commands", 60)
+    assert evaluate(policy, "read_file", {"path": "a.py"}).timeout_seconds == 900
+
+
+def test_default_policy_takes_enabled_and_timeout_from_settings(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__ENABLED", "false")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__TIMEOUT_SECONDS", "30")
+    policy = load_settings().approval_policy()
+    assert policy.rules == DEFAULT_APPROVAL_POLICY.rules
+    assert policy.enabled is False
+    assert policy.default_timeout_seconds == 30
+    assert DEFAULT_APPROVAL_POLICY.enabled is True, "the shared default must not be mutated"
+    assert evaluate(policy, "write_file", {"path": "x"}).requires_approval is False
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://127.0.0.1:8002", "http://127.0.0.1:8002/v1/chat/completions"),
+        ("http://127.0.0.1:8002/", "http://127.0.0.1:8002/v1/chat/completions"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1/chat/completions"),
+        ("https://openrouter.ai/api/v1/", "https://openrouter.ai/api/v1/chat/completions"),
+        ("http://gateway:8080/llm", "http://gateway:8080/llm/v1/chat/completions"),
+    ],
+)
+def test_chat_completions_url(clean_env: pytest.MonkeyPatch, base: str, url: str) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_PROXY_URL", base)
+    assert load_settings().chat_completions_url() == url
+
+
+@pytest.mark.parametrize("base", ["ftp://proxy:21", "127.0.0.1:8002", "http://"])
+def test_non_http_proxy_url_is_rejected(clean_env: pytest.MonkeyPatch, base: str) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_PROXY_URL", base)
+    with pytest.raises(SettingsError, match="AGENT_RUNTIME__LLM_PROXY_URL: expected an http"):
+        load_settings()
+
+
+def test_every_bad_variable_is_named(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_API_KEY", "sk-do-not-print")
+    clean_env.setenv("AGENT_RUNTIME__LLM_TIMEOUT_SECONDS", "0")
+    clean_env.setenv("AGENT_RUNTIME__LLM_MAX_ATTEMPTS", "many")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__ADDRESS", "temporal-without-port")
+    clean_env.setenv(
+        "AGENT_RUNTIME__APPROVAL__RULES", '[{"pattern": "x", "requires_approval": true, "timeout_seconds": -1}]'
+    )
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    assert "AGENT_RUNTIME__LLM_TIMEOUT_SECONDS: Input should be greater than 0" in message
+    assert "AGENT_RUNTIME__LLM_MAX_ATTEMPTS: Input should be a valid integer" in message
+    assert "AGENT_RUNTIME__TEMPORAL__ADDRESS: expected host:port" in message
+    assert "AGENT_RUNTIME__APPROVAL__RULES at [0].timeout_seconds: Input should be greater than 0" in message
+    assert "sk-do-not-print" not in message
+
+
+def test_misspelt_nested_variable_fails(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__ADRESS", "temporal:7233")
+    with pytest.raises(SettingsError, match="AGENT_RUNTIME__TEMPORAL__ADRESS: Extra inputs are not permitted"):
+        load_settings()
+
+
+def test_unknown_top_level_variable_is_reported(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_MODLE", "typo")
+    with caplog.at_level(logging.WARNING, logger="agent_runtime.settings"):
+        settings = load_settings()
+    assert settings.llm_model == "gpt-4o-mini"
+    assert "AGENT_RUNTIME__LLM_MODLE" in caplog.text
+
+
+def test_tls_files_are_checked(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("cert")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__TLS_CERT_PATH", str(cert))
+    with pytest.raises(SettingsError, match="TLS_CERT_PATH and AGENT_RUNTIME__TEMPORAL__TLS_KEY_PATH must be set"):
+        load_settings()
+
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__TLS_KEY_PATH", str(tmp_path / "missing.key"))
+    with pytest.raises(SettingsError, match="AGENT_RUNTIME__TEMPORAL__TLS_KEY_PATH: no such file"):
+        load_settings()
+
+    key = tmp_path / "client.key"
+    key.write_text("key")
+    clean_env.setenv("AGENT_RUNTIME__TEMPORAL__TLS_KEY_PATH", str(key))
+    assert load_settings().temporal.tls_key_path == key
+
+
+def test_conversation_config_carries_every_setting(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__MULTI_AGENT_MODE", "false")
+    clean_env.setenv("AGENT_RUNTIME__LLM_MODEL", "m-1")
+    clean_env.setenv("AGENT_RUNTIME__TOOL_LEASE_SECONDS", "42")
+    clean_env.setenv("AGENT_RUNTIME__TOOL_CALL_BUDGET", "3")
+    clean_env.setenv("AGENT_RUNTIME__LLM_TIMEOUT_SECONDS", "9")
+    clean_env.setenv("AGENT_RUNTIME__LLM_MAX_ATTEMPTS", "5")
+    clean_env.setenv("AGENT_RUNTIME__MAX_AGENT_SWITCHES", "6")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__TIMEOUT_SECONDS", "120")
+    settings = load_settings()
+
+    config = settings.conversation_config()
+
+    # A field added to ConversationConfig without a setting behind it would silently use its default.
+    assert config.model_fields_set == set(ConversationConfig.model_fields)
+    assert config == ConversationConfig(
+        multi_agent_mode=False,
+        llm_model="m-1",
+        approval_policy=settings.approval_policy(),
+        tool_lease_seconds=42,
+        tool_call_budget=3,
+        llm_timeout_seconds=9,
+        llm_max_attempts=5,
+        max_agent_switches=6,
+    )
+    assert config.approval_policy is not None and config.approval_policy.default_timeout_seconds == 120
+    # It travels as a workflow input: through the pydantic payload converter and back unchanged.
+    converter = pydantic_data_converter.payload_converter
+    (decoded,) = converter.from_payloads(converter.to_payloads([config]), [ConversationConfig])
+    assert decoded == config
+
+
+def test_overrides_win_over_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__LLM_MODEL", "from-env")
+    assert load_settings(llm_model="from-flag").llm_model == "from-flag"
+    assert isinstance(load_settings(), Settings)

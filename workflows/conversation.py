@@ -1,0 +1,732 @@
+"""One conversation with the IDE assistant, as a Temporal workflow.
+
+The workflow owns the session: its history, current agent, approvals and outstanding tool calls. Inputs arrive
+as signals or as updates (same payloads, same code path); handlers only check and record them, and the main loop
+processes user messages and switch requests one at a time, in arrival order (invariant I5). A turn calls the LLM
+through an activity, runs the tool calls of each answer in order, and parks on durable waits: a human decision
+on a risky call (with an optional expiry timer) and the IDE's result (with a lease timer). Restarts of the worker,
+the API or the Temporal server lose none of these waits.
+
+Double-texting policy: a user message that arrives while a tool call is outstanding is queued and processed once
+the current turn has closed every call, so the provider never sees an unpaired history (scenario 18).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from temporalio.contrib.workflow_streams import WorkflowStream
+
+    from activities.llm import LlmActivities
+    from workflows import tool_messages
+    from workflows.agents import AGENTS, Agent, available_agents, check_tool_call
+    from workflows.calculator import CalculatorError, calculate
+    from workflows.history import ConversationHistory, unique_call_ids
+    from workflows.model import (
+        APPROVAL_ALREADY_RESOLVED_ERROR,
+        APPROVALS_QUERY,
+        CONVERSATION_WORKFLOW,
+        EVENTS_TOPIC,
+        HISTORY_QUERY,
+        HITL_DECISION_SIGNAL,
+        HITL_DECISION_UPDATE,
+        INVALID_INPUT_ERROR,
+        LLM_REQUEST_REJECTED_ERROR,
+        PENDING_APPROVALS_QUERY,
+        STATE_QUERY,
+        SWITCH_AGENT_SIGNAL,
+        SWITCH_AGENT_UPDATE,
+        TOOL_RESULT_SIGNAL,
+        TOOL_RESULT_UPDATE,
+        UNKNOWN_CALL_ID_ERROR,
+        USER_MESSAGE_SIGNAL,
+        USER_MESSAGE_UPDATE,
+        AgentSwitchRecord,
+        AgentType,
+        ApprovalStatus,
+        CallStatus,
+        CarriedState,
+        ChatMessage,
+        ChunkType,
+        ConversationInput,
+        Decision,
+        HitlDecision,
+        InputReceipt,
+        LlmReply,
+        LlmRequest,
+        OutstandingCall,
+        PendingApproval,
+        SessionState,
+        SessionStatus,
+        StreamChunk,
+        SwitchAgent,
+        ToolCall,
+        ToolResult,
+        UserMessage,
+    )
+    from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
+    from workflows.routing import (
+        CLASSIFICATION_SYSTEM_PROMPT,
+        CLASSIFICATION_TEMPERATURE,
+        ClassificationError,
+        Route,
+        classification_prompt,
+        parse_classification,
+        route_by_keywords,
+        single_agent_route,
+    )
+    from workflows.tools import CATALOGUE, Executor
+
+# Temporal owns LLM retries (the provider client has none): backoff for timeouts, 429 and 5xx; a 400 is final.
+LLM_RETRY_INITIAL = timedelta(seconds=1)
+LLM_RETRY_MAX_INTERVAL = timedelta(seconds=30)
+# Classification has a keyword fallback, so one retry is enough before falling back.
+CLASSIFICATION_MAX_ATTEMPTS = 2
+# Event log entries kept across continue-as-new; older offsets are served from the retained base.
+EVENTS_KEPT_ON_CONTINUE = 500
+MESSAGE_IDS_KEPT_ON_CONTINUE = 1000
+
+P = TypeVar("P")
+
+
+@workflow.defn(name=CONVERSATION_WORKFLOW)
+class ConversationWorkflow:
+    """A session of the IDE assistant: routing, agent turns, approvals and IDE tool calls."""
+
+    @workflow.init
+    def __init__(self, input: ConversationInput) -> None:
+        carried = input.carried or CarriedState(created_at=workflow.now())
+        self._session_id = input.session_id
+        self._config = input.config
+        self._policy = input.config.approval_policy or DEFAULT_APPROVAL_POLICY
+        self._agents = available_agents(input.config.multi_agent_mode)
+        self._history = ConversationHistory(carried.history)
+        self._agent = carried.current_agent
+        self._approvals: dict[str, PendingApproval] = {a.call_id: a for a in carried.approvals}
+        self._switches = list(carried.switches)
+        self._seen_message_ids = set(carried.seen_message_ids)
+        self._inbox: deque[UserMessage | SwitchAgent] = deque(carried.queued_inputs)
+        self._counters = carried.counters
+        self._created_at = carried.created_at
+        self._last_activity = workflow.now()
+        self._results: dict[str, ToolResult] = {}
+        self._decisions: dict[str, HitlDecision] = {}
+        self._outstanding: dict[str, OutstandingCall] = {}
+        self._status = SessionStatus.IDLE
+        self._stream = WorkflowStream(input.stream_state)
+        self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
+
+    @workflow.run
+    async def run(self, input: ConversationInput) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._inbox) or workflow.info().is_continue_as_new_suggested())
+            if not self._inbox:
+                await self._continue_as_new()
+            item = self._inbox.popleft()
+            self._status = SessionStatus.RUNNING
+            if isinstance(item, UserMessage):
+                await self._on_user_message(item)
+            else:
+                self._on_switch_request(item)
+            self._status = SessionStatus.IDLE
+            self._last_activity = workflow.now()
+
+    # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
+
+    @workflow.signal(name=USER_MESSAGE_SIGNAL)
+    def user_message(self, message: UserMessage) -> None:
+        self._record_quietly(self._check_user_message, self._accept_user_message, message)
+
+    @workflow.update(name=USER_MESSAGE_UPDATE)
+    def submit_user_message(self, message: UserMessage) -> InputReceipt:
+        return self._accept_user_message(message)
+
+    @submit_user_message.validator
+    def _validate_user_message(self, message: UserMessage) -> None:
+        self._check_user_message(message)
+
+    @workflow.signal(name=TOOL_RESULT_SIGNAL)
+    def tool_result(self, result: ToolResult) -> None:
+        self._record_quietly(self._check_tool_result, self._accept_tool_result, result)
+
+    @workflow.update(name=TOOL_RESULT_UPDATE)
+    def submit_tool_result(self, result: ToolResult) -> InputReceipt:
+        return self._accept_tool_result(result)
+
+    @submit_tool_result.validator
+    def _validate_tool_result(self, result: ToolResult) -> None:
+        self._check_tool_result(result)
+
+    @workflow.signal(name=HITL_DECISION_SIGNAL)
+    def hitl_decision(self, decision: HitlDecision) -> None:
+        self._record_quietly(self._check_decision, self._accept_decision, decision)
+
+    @workflow.update(name=HITL_DECISION_UPDATE)
+    def submit_hitl_decision(self, decision: HitlDecision) -> InputReceipt:
+        return self._accept_decision(decision)
+
+    @submit_hitl_decision.validator
+    def _validate_hitl_decision(self, decision: HitlDecision) -> None:
+        self._check_decision(decision)
+
+    @workflow.signal(name=SWITCH_AGENT_SIGNAL)
+    def switch_agent(self, request: SwitchAgent) -> None:
+        self._record_quietly(self._check_switch, self._accept_switch, request)
+
+    @workflow.update(name=SWITCH_AGENT_UPDATE)
+    def submit_switch_agent(self, request: SwitchAgent) -> InputReceipt:
+        return self._accept_switch(request)
+
+    @submit_switch_agent.validator
+    def _validate_switch_agent(self, request: SwitchAgent) -> None:
+        self._check_switch(request)
+
+    # --- queries ---
+
+    @workflow.query(name=STATE_QUERY)
+    def state(self) -> SessionState:
+        return SessionState(
+            session_id=self._session_id,
+            status=self._status,
+            current_agent=self._agent,
+            pending_approvals=self.pending_approvals(),
+            outstanding_calls=list(self._outstanding.values()),
+            queued_inputs=len(self._inbox),
+            message_count=len(self._history),
+            switches=self._switches,
+            counters=self._counters,
+            created_at=self._created_at,
+            last_activity=self._last_activity,
+        )
+
+    @workflow.query(name=HISTORY_QUERY)
+    def history(self) -> list[ChatMessage]:
+        return self._history.messages
+
+    @workflow.query(name=PENDING_APPROVALS_QUERY)
+    def pending_approvals(self) -> list[PendingApproval]:
+        return [a for a in self._approvals.values() if a.status is ApprovalStatus.PENDING]
+
+    @workflow.query(name=APPROVALS_QUERY)
+    def approvals(self) -> list[PendingApproval]:
+        return list(self._approvals.values())
+
+    # --- checking and recording inputs (no await: handlers never interleave with the turn) ---
+
+    def _record_quietly(self, check: Callable[[P], None], accept: Callable[[P], InputReceipt], payload: P) -> None:
+        """Signals cannot answer, so an input the update validator would reject is logged and dropped."""
+        try:
+            check(payload)
+        except ApplicationError as err:
+            workflow.logger.warning("Dropped %s: %s", type(payload).__name__, err)
+            return
+        accept(payload)
+
+    def _check_user_message(self, message: UserMessage) -> None:
+        if not message.content.strip() and message.agent_type is None:
+            raise _invalid("a user message needs content or an agent_type")
+        if message.agent_type is not None:
+            self._check_agent_available(message.agent_type)
+
+    def _accept_user_message(self, message: UserMessage) -> InputReceipt:
+        if message.message_id is not None:
+            if message.message_id in self._seen_message_ids:
+                return InputReceipt(duplicate=True, detail=f"message {message.message_id} was already received")
+            self._seen_message_ids.add(message.message_id)
+        queued = self._status is not SessionStatus.IDLE or bool(self._inbox)
+        self._inbox.append(message)
+        return InputReceipt(queued=queued, detail="queued behind the current turn" if queued else "")
+
+    def _check_tool_result(self, result: ToolResult) -> None:
+        if not self._history.has_call(result.call_id):
+            raise _unknown_call(result.call_id)
+
+    def _accept_tool_result(self, result: ToolResult) -> InputReceipt:
+        if not self._history.is_open(result.call_id) or result.call_id in self._results:
+            return InputReceipt(duplicate=True, detail=f"call {result.call_id} already has its result")
+        self._results[result.call_id] = result
+        return InputReceipt()
+
+    def _check_decision(self, decision: HitlDecision) -> None:
+        approval = self._approvals.get(decision.call_id)
+        if approval is None:
+            if self._history.has_call(decision.call_id):
+                raise _invalid(f"call {decision.call_id} does not wait for approval")
+            raise _unknown_call(decision.call_id)
+        earlier = self._decisions.get(decision.call_id)
+        if approval.status is ApprovalStatus.PENDING and earlier is None:
+            return
+        settled_as = earlier.decision if earlier else approval.decision
+        # Repeating the outcome is acknowledged as a duplicate; contradicting it is an error the caller must see.
+        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
+            return
+        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
+        raise ApplicationError(
+            f"approval {decision.call_id} is already {outcome}",
+            type=APPROVAL_ALREADY_RESOLVED_ERROR,
+            non_retryable=True,
+        )
+
+    def _accept_decision(self, decision: HitlDecision) -> InputReceipt:
+        approval = self._approvals[decision.call_id]
+        if approval.status is not ApprovalStatus.PENDING or decision.call_id in self._decisions:
+            return InputReceipt(duplicate=True, detail=f"approval {decision.call_id} is already decided")
+        self._decisions[decision.call_id] = decision
+        return InputReceipt()
+
+    def _check_switch(self, request: SwitchAgent) -> None:
+        self._check_agent_available(request.agent_type)
+
+    def _accept_switch(self, request: SwitchAgent) -> InputReceipt:
+        queued = self._status is not SessionStatus.IDLE or bool(self._inbox)
+        self._inbox.append(request)
+        return InputReceipt(queued=queued)
+
+    def _check_agent_available(self, agent: AgentType) -> None:
+        if agent not in self._agents:
+            raise _invalid(f"agent '{agent.value}' is not available in this session")
+
+    # --- processing: one input at a time ---
+
+    async def _on_user_message(self, message: UserMessage) -> None:
+        if message.agent_type is not None:
+            self._switch_explicitly(message.agent_type, "Requested with the user message", final=False)
+        if not message.content.strip():
+            self._emit(ChunkType.STATUS, content=f"Current agent: {self._agent.value}", is_final=True)
+            return
+        self._history.add_user(message.content, message_id=self._new_id(), at=workflow.now())
+        await self._run_turn()
+
+    def _on_switch_request(self, request: SwitchAgent) -> None:
+        self._switch_explicitly(request.agent_type, request.reason or "Requested by the user", final=True)
+
+    def _switch_explicitly(self, target: AgentType, reason: str, *, final: bool) -> None:
+        # Asking for the current agent is not an error for explicit requests: answer and change nothing.
+        if not self._switch_to(target, reason, source="explicit", final=final):
+            self._emit(
+                ChunkType.AGENT_SWITCHED,
+                content=f"Already using the {target.value} agent",
+                metadata={"from_agent": self._agent.value, "to_agent": target.value, "reason": reason},
+                is_final=final,
+            )
+
+    async def _run_turn(self) -> None:
+        """Route if needed, then call the LLM and run its tool calls until it answers or a stop applies."""
+        budget = _Budget(self._config.tool_call_budget)
+        while True:
+            if self._agent is AgentType.ORCHESTRATOR:
+                await self._route(self._history.last_user_text())
+            agent = AGENTS[self._agent]
+            reply = await self._complete(agent)
+            if reply is None:
+                return
+            calls = unique_call_ids(reply.tool_calls, self._history, salt=self._new_id()[:8])
+            # The assistant message is in the history before any tool_call leaves the runtime (I7).
+            self._history.add_assistant(
+                reply.content, calls, agent=agent.type, message_id=self._new_id(), at=workflow.now()
+            )
+            if not calls:
+                self._emit(ChunkType.ASSISTANT_MESSAGE, content=reply.content, token=reply.content, is_final=True)
+                return
+            if reply.content:
+                self._emit(ChunkType.ASSISTANT_MESSAGE, content=reply.content, token=reply.content)
+            final_text = await self._run_tool_calls(agent, calls, budget)
+            if budget.exhausted:
+                self._counters.budget_stops += 1
+                final_text = tool_messages.budget_stop_message(budget.limit)
+            if final_text is not None:
+                self._history.add_assistant(
+                    final_text, [], agent=agent.type, message_id=self._new_id(), at=workflow.now()
+                )
+                self._emit(ChunkType.ASSISTANT_MESSAGE, content=final_text, token=final_text, is_final=True)
+                return
+
+    async def _run_tool_calls(self, agent: Agent, calls: list[ToolCall], budget: _Budget) -> str | None:
+        """Close every call of one assistant message, in order. Returns the turn's final text, if a tool gave one."""
+        final_text: str | None = None
+        for call in calls:
+            if not budget.take():
+                self._close_call(call, tool_messages.over_budget(budget.limit), outcome="over_budget")
+                continue
+            refusal = check_tool_call(agent, call)
+            if refusal is not None:
+                self._close_call(call, tool_messages.refused(refusal), outcome="refused", emit=True)
+            elif CATALOGUE[call.name].executor is Executor.RUNTIME:
+                final_text = self._run_runtime_tool(call) or final_text
+            else:
+                await self._run_ide_tool(agent, call)
+        return final_text
+
+    def _run_runtime_tool(self, call: ToolCall) -> str | None:
+        """Tools the workflow executes itself. Returns the turn's final text for the completion tools."""
+        args = call.arguments
+        match call.name:
+            case "switch_mode":
+                self._close_call(call, self._switch_mode(str(args["mode"]), args.get("reason")), outcome="completed")
+            case "echo":
+                self._close_call(call, str(args["text"]), outcome="completed", emit=True)
+            case "calculator":
+                try:
+                    content, outcome = str(calculate(str(args["expr"]))), "completed"
+                except CalculatorError as err:
+                    content, outcome = tool_messages.refused(str(err)), "failed"
+                self._close_call(call, content, outcome=outcome, emit=True)
+            case "attempt_completion":
+                self._close_call(call, "The result was shown to the user.", outcome="completed")
+                return str(args["result"])
+            case "ask_followup_question":
+                self._close_call(call, "The question was shown to the user.", outcome="completed")
+                suggestions = [str(s) for s in args.get("suggestions") or []]
+                return tool_messages.followup_text(str(args["question"]), suggestions)
+        return None
+
+    def _switch_mode(self, mode: str, reason: Any) -> str:
+        """The switch_mode tool: its result always answers its own call id (bugs B3, B13)."""
+        try:
+            target = AgentType(mode)
+        except ValueError:
+            return tool_messages.refused(f"unknown agent '{mode}'")
+        if target not in self._agents:
+            return tool_messages.refused(f"agent '{mode}' is not available in this session")
+        if target is self._agent:
+            return f"Already in {target.value} mode; continuing."
+        if len(self._switches) >= self._config.max_agent_switches:
+            return tool_messages.refused(f"the session reached its limit of {self._config.max_agent_switches} switches")
+        self._switch_to(target, str(reason or f"Switched by the {self._agent.value} agent"), source="switch_mode")
+        return f"Switched to {target.value} agent"
+
+    async def _run_ide_tool(self, agent: Agent, call: ToolCall) -> None:
+        """A tool the IDE executes: wait for approval if the policy says so, then for the IDE's result."""
+        requirement = evaluate(self._policy, call.name, call.arguments)
+        arguments = call.arguments
+        if requirement.requires_approval:
+            decided = await self._await_approval(agent, call, requirement.reason, requirement.timeout_seconds)
+            if decided is None:
+                return
+            arguments = decided
+        elif call.id not in self._results:
+            self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
+        await self._await_result(agent, call.model_copy(update={"arguments": arguments}))
+
+    async def _await_approval(
+        self, agent: Agent, call: ToolCall, reason: str, timeout_seconds: float | None
+    ) -> dict[str, Any] | None:
+        """Park until a decision, an implicit approval (the IDE's result) or expiry. Returns the args to execute."""
+        now = workflow.now()
+        approval = PendingApproval(
+            request_id=call.id,
+            session_id=self._session_id,
+            call_id=call.id,
+            tool_name=call.name,
+            subject=call.name,
+            arguments=call.arguments,
+            reason=reason,
+            agent=agent.type,
+            created_at=now,
+            expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
+        )
+        self._approvals[call.id] = approval
+        self._outstanding[call.id] = OutstandingCall(
+            call_id=call.id,
+            tool_name=call.name,
+            arguments=call.arguments,
+            agent=agent.type,
+            status=CallStatus.AWAITING_APPROVAL,
+            since=now,
+        )
+        self._emit_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
+        self._status = SessionStatus.AWAITING_APPROVAL
+        arrived = await self._wait(lambda: call.id in self._decisions or call.id in self._results, timeout_seconds)
+        decision = self._decisions.pop(call.id, None)
+        if not arrived:
+            self._settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
+            self._close_call(call, tool_messages.approval_expired(call.name, timeout_seconds or 0), "expired", True)
+            return None
+        if decision is None:
+            # A legacy IDE executes on click and sends only the result: that is an implicit approval.
+            self._settle(approval, ApprovalStatus.APPROVED, decided_by="tool_result", decision=Decision.APPROVE)
+            return call.arguments
+        if decision.decision is Decision.REJECT:
+            self._settle(approval, ApprovalStatus.REJECTED, decision=decision.decision, feedback=decision.feedback)
+            self._close_call(call, tool_messages.rejected(call.name, decision.feedback), "rejected", emit=True)
+            return None
+        arguments = call.arguments
+        if decision.decision is Decision.EDIT and decision.modified_arguments is not None:
+            arguments = decision.modified_arguments
+            self._history.amend_arguments(call.id, arguments)
+        self._settle(
+            approval,
+            ApprovalStatus.APPROVED,
+            decision=decision.decision,
+            feedback=decision.feedback,
+            edited=arguments if decision.decision is Decision.EDIT else None,
+        )
+        if call.id not in self._results:
+            self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
+        return arguments
+
+    async def _await_result(self, agent: Agent, call: ToolCall) -> None:
+        """Park until the IDE answers; the lease closes the call with an error if it never does."""
+        lease = self._config.tool_lease_seconds
+        self._outstanding[call.id] = OutstandingCall(
+            call_id=call.id,
+            tool_name=call.name,
+            arguments=call.arguments,
+            agent=agent.type,
+            status=CallStatus.AWAITING_RESULT,
+            since=workflow.now(),
+            lease_expires_at=workflow.now() + timedelta(seconds=lease),
+        )
+        self._status = SessionStatus.AWAITING_TOOL_RESULT
+        if not await self._wait(lambda: call.id in self._results, lease):
+            self._close_call(call, tool_messages.lease_expired(call.name, lease), outcome="lease_expired", emit=True)
+            return
+        result = self._results.pop(call.id)
+        # An execution error after approval is a failed tool, not a rejection (bug L3).
+        content = tool_messages.from_ide_result(result.result, result.error)
+        self._close_call(call, content, outcome="failed" if result.error else "completed")
+
+    def _settle(
+        self,
+        approval: PendingApproval,
+        status: ApprovalStatus,
+        *,
+        decided_by: str = "hitl_decision",
+        decision: Decision | None = None,
+        feedback: str | None = None,
+        edited: dict[str, Any] | None = None,
+    ) -> None:
+        self._approvals[approval.call_id] = approval.model_copy(
+            update={
+                "status": status,
+                "decided_at": workflow.now(),
+                "decided_by": decided_by,
+                "decision": decision,
+                "feedback": feedback,
+                "edited_arguments": edited,
+            }
+        )
+        key = decision.value if decision else status.value
+        self._counters.approvals[key] = self._counters.approvals.get(key, 0) + 1
+
+    def _close_call(self, call: ToolCall, content: str, outcome: str, emit: bool = False) -> None:
+        """Write the one tool message of a call; every path that ends a call ends here (I1, I2)."""
+        self._history.add_tool_result(call.id, content, message_id=self._new_id(), at=workflow.now())
+        self._outstanding.pop(call.id, None)
+        self._results.pop(call.id, None)
+        self._status = SessionStatus.RUNNING
+        self._counters.tool_calls[outcome] = self._counters.tool_calls.get(outcome, 0) + 1
+        if emit:
+            self._emit(
+                ChunkType.TOOL_RESULT,
+                content=content,
+                call_id=call.id,
+                tool_name=call.name,
+                error=content if content.startswith("Error:") else None,
+                metadata={"outcome": outcome},
+            )
+
+    # --- routing and agents ---
+
+    async def _route(self, text: str) -> None:
+        """The orchestrator's classification; runs once per user message, never after a decision (bug B7)."""
+        route = single_agent_route(self._agents) or await self._classify(text)
+        self._switch_to(
+            route.agent,
+            route.reason or f"Routed by {route.method}",
+            source="single_agent" if route.method == "single_agent" else "classification",
+            confidence=route.confidence,
+            method=route.method,
+        )
+
+    async def _classify(self, text: str) -> Route:
+        self._counters.classification_calls += 1
+        request = LlmRequest(
+            session_id=self._session_id,
+            purpose="classification",
+            agent=AgentType.ORCHESTRATOR,
+            model=self._config.llm_model,
+            messages=[
+                ChatMessage(role="system", content=CLASSIFICATION_SYSTEM_PROMPT),
+                ChatMessage(role="user", content=classification_prompt(text, self._agents)),
+            ],
+            temperature=CLASSIFICATION_TEMPERATURE,
+            timeout_seconds=self._config.llm_timeout_seconds,
+        )
+        try:
+            reply = await self._call_llm(request, CLASSIFICATION_MAX_ATTEMPTS, "orchestrator: classify request")
+            return parse_classification(reply.content, self._agents)
+        except (ActivityError, ClassificationError) as err:
+            self._counters.classification_fallbacks += 1
+            workflow.logger.warning("Classification failed, using keywords: %s", _error_text(err))
+            return route_by_keywords(text, self._agents)
+
+    def _switch_to(
+        self,
+        target: AgentType,
+        reason: str,
+        *,
+        source: str,
+        confidence: str | None = None,
+        method: str | None = None,
+        final: bool = False,
+    ) -> bool:
+        if target is self._agent:
+            return False
+        record = AgentSwitchRecord.model_validate(
+            {
+                "from_agent": self._agent,
+                "to_agent": target,
+                "reason": reason,
+                "switched_at": workflow.now(),
+                "confidence": confidence,
+                "source": source,
+            }
+        )
+        metadata: dict[str, Any] = {"from_agent": self._agent.value, "to_agent": target.value, "reason": reason}
+        self._switches.append(record)
+        self._agent = target
+        if confidence:
+            metadata["confidence"] = confidence
+        if method:
+            metadata["classification_method"] = method
+        self._emit(
+            ChunkType.AGENT_SWITCHED, content=f"Switched to {target.value} agent", metadata=metadata, is_final=final
+        )
+        return True
+
+    # --- the LLM ---
+
+    async def _complete(self, agent: Agent) -> LlmReply | None:
+        """One agent step; a failure becomes an `error` event and leaves the history untouched (I3, B2)."""
+        request = LlmRequest(
+            session_id=self._session_id,
+            agent=agent.type,
+            model=self._config.llm_model,
+            messages=[ChatMessage(role="system", content=agent.prompt), *self._history.for_llm()],
+            tools=agent.tool_specs(),
+            timeout_seconds=self._config.llm_timeout_seconds,
+        )
+        try:
+            return await self._call_llm(request, self._config.llm_max_attempts, f"{agent.type.value}: {request.model}")
+        except ActivityError as err:
+            self._emit(ChunkType.ERROR, content=_error_text(err), error=_error_text(err), is_final=True)
+            return None
+
+    async def _call_llm(self, request: LlmRequest, max_attempts: int, summary: str) -> LlmReply:
+        self._counters.llm_requests += 1
+        try:
+            reply = await workflow.execute_activity_method(
+                LlmActivities.chat_completion,
+                request,
+                # The activity's own HTTP timeout fires first; this bound only catches a stuck worker.
+                start_to_close_timeout=timedelta(seconds=request.timeout_seconds + 30),
+                retry_policy=RetryPolicy(
+                    initial_interval=LLM_RETRY_INITIAL,
+                    maximum_interval=LLM_RETRY_MAX_INTERVAL,
+                    maximum_attempts=max_attempts,
+                    non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR],
+                ),
+                summary=summary,
+            )
+        except ActivityError:
+            self._counters.llm_failures += 1
+            raise
+        self._counters.llm_latency_ms += reply.latency_ms
+        usage = self._counters.tokens
+        usage.prompt_tokens += reply.usage.prompt_tokens
+        usage.completion_tokens += reply.usage.completion_tokens
+        usage.total_tokens += reply.usage.total_tokens
+        return reply
+
+    # --- plumbing ---
+
+    async def _wait(self, ready: Callable[[], bool], timeout_seconds: float | None) -> bool:
+        """A durable wait: True when `ready` holds, False when the timer ran out first."""
+        try:
+            await workflow.wait_condition(ready, timeout=timeout_seconds)
+        except TimeoutError:
+            return ready()
+        return True
+
+    def _emit_tool_call(
+        self, call_id: str, name: str, arguments: dict[str, Any], *, requires_approval: bool, reason: str = ""
+    ) -> None:
+        """A `tool_call` event is a wait point: the runtime now waits for the human or the IDE."""
+        self._emit(
+            ChunkType.TOOL_CALL,
+            call_id=call_id,
+            tool_name=name,
+            arguments=arguments,
+            requires_approval=requires_approval,
+            approval_request_id=call_id if requires_approval else None,
+            metadata={"reason": reason} if reason else None,
+            is_final=True,
+        )
+
+    def _emit(self, type: ChunkType, **fields: Any) -> None:
+        self._events.publish(StreamChunk(type=type, session_id=self._session_id, **fields))
+
+    def _new_id(self) -> str:
+        return str(workflow.uuid4())
+
+    async def _continue_as_new(self) -> None:
+        carried = CarriedState(
+            history=self._history.messages,
+            current_agent=self._agent,
+            approvals=list(self._approvals.values()),
+            switches=self._switches,
+            seen_message_ids=sorted(self._seen_message_ids)[-MESSAGE_IDS_KEPT_ON_CONTINUE:],
+            queued_inputs=list(self._inbox),
+            counters=self._counters,
+            created_at=self._created_at,
+        )
+        # The stream has no public offset accessor in the workflow; its offset query handler is the same function.
+        offset = self._stream._on_offset()
+        self._stream.truncate(max(0, offset - EVENTS_KEPT_ON_CONTINUE))
+        await self._stream.continue_as_new(
+            lambda stream_state: [
+                ConversationInput(
+                    session_id=self._session_id, config=self._config, carried=carried, stream_state=stream_state
+                )
+            ]
+        )
+
+
+class _Budget:
+    """The per-turn tool-call budget that stops runaway tool loops (bug B15)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.exhausted = False
+
+    def take(self) -> bool:
+        if self.used >= self.limit:
+            self.exhausted = True
+            return False
+        self.used += 1
+        return True
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_INPUT_ERROR, non_retryable=True)
+
+
+def _unknown_call(call_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"unknown call_id {call_id!r} in this session", type=UNKNOWN_CALL_ID_ERROR, non_retryable=True
+    )
+
+
+def _error_text(err: Exception) -> str:
+    cause = err.__cause__ if isinstance(err, ActivityError) and err.__cause__ else err
+    return f"LLM request failed: {cause}"

@@ -1,0 +1,395 @@
+"""The wire contract of the Agent Runtime.
+
+Every type that crosses a Temporal boundary (workflow input, signal, update, query, activity input and output,
+stream event) lives here, together with the handler names and the error types, so the workflow, the activities
+and the client side cannot drift apart (bug B14 was exactly that drift). This module imports no workflow code
+and does no I/O, so the workflow sandbox can import it as is.
+
+Field names follow the original Agent Runtime's HTTP contract (spec §4.1) where one exists, so the gateway's
+payloads validate unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio.contrib.workflow_streams import WorkflowStreamState
+
+# --- Names that are a persisted contract: changing one breaks running sessions and deployed gateways. ---
+
+DEFAULT_TASK_QUEUE = "agent-runtime"
+WORKFLOW_ID_PREFIX = "session-"
+EVENTS_TOPIC = "events"
+
+# Signals (the design card) and the updates that give callers an answer; one code path behind each pair.
+USER_MESSAGE_SIGNAL = "user_message"
+TOOL_RESULT_SIGNAL = "tool_result"
+HITL_DECISION_SIGNAL = "hitl_decision"
+SWITCH_AGENT_SIGNAL = "switch_agent"
+USER_MESSAGE_UPDATE = "submit_user_message"
+TOOL_RESULT_UPDATE = "submit_tool_result"
+HITL_DECISION_UPDATE = "submit_hitl_decision"
+SWITCH_AGENT_UPDATE = "submit_switch_agent"
+STATE_QUERY = "state"
+HISTORY_QUERY = "history"
+PENDING_APPROVALS_QUERY = "pending_approvals"
+APPROVALS_QUERY = "approvals"
+
+CONVERSATION_WORKFLOW = "ConversationWorkflow"
+
+# Activity names are a persisted contract too (they are recorded in every history).
+CHAT_COMPLETION_ACTIVITY = "llm.chat_completion"
+
+# ApplicationError types, shared by raise sites (validators, activities) and catch sites (client, API).
+UNKNOWN_CALL_ID_ERROR = "UnknownCallId"
+APPROVAL_ALREADY_RESOLVED_ERROR = "ApprovalAlreadyResolved"
+INVALID_INPUT_ERROR = "InvalidInput"
+LLM_REQUEST_REJECTED_ERROR = "LlmRequestRejected"
+LLM_UNAVAILABLE_ERROR = "LlmUnavailable"
+LLM_BAD_RESPONSE_ERROR = "LlmBadResponse"
+
+
+def workflow_id_for(session_id: str) -> str:
+    """The workflow id of a session: one workflow per conversation."""
+    return f"{WORKFLOW_ID_PREFIX}{session_id}"
+
+
+class _Model(BaseModel):
+    """Base for contract types: unknown fields are ignored so older and newer peers interoperate."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class AgentType(StrEnum):
+    ORCHESTRATOR = "orchestrator"
+    CODER = "coder"
+    ARCHITECT = "architect"
+    DEBUG = "debug"
+    ASK = "ask"
+    UNIVERSAL = "universal"
+
+
+# --- Conversation history (OpenAI chat shape) ---
+
+
+class ToolCall(_Model):
+    """One function call requested by the LLM; `id` is the call id the IDE answers with."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChatMessage(_Model):
+    """One message of the conversation as the LLM sees it, plus the runtime's bookkeeping."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    message_id: str = ""
+    agent: AgentType | None = None
+    created_at: datetime | None = None
+
+
+# --- Inputs (signals and updates) ---
+
+
+class UserMessage(_Model):
+    """A user's chat message. `agent_type` asks for an explicit switch before the message is processed."""
+
+    content: str = ""
+    agent_type: AgentType | None = None
+    message_id: str | None = Field(
+        default=None, description="Caller's idempotency key; a repeated id is acknowledged and ignored."
+    )
+
+
+class ToolResult(_Model):
+    """The IDE's answer to a tool call: `result` (any JSON) or `error` (text)."""
+
+    call_id: str = Field(min_length=1)
+    result: Any = None
+    error: str | None = None
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    EDIT = "edit"
+    REJECT = "reject"
+
+
+class HitlDecision(_Model):
+    """A human's decision on a tool call that waits for approval."""
+
+    call_id: str = Field(min_length=1)
+    decision: Decision
+    modified_arguments: dict[str, Any] | None = None
+    feedback: str | None = None
+
+    @model_validator(mode="after")
+    def _edit_needs_arguments(self) -> HitlDecision:
+        if self.decision is Decision.EDIT and self.modified_arguments is None:
+            raise ValueError("decision 'edit' needs modified_arguments")
+        return self
+
+
+class SwitchAgent(_Model):
+    """An explicit request to hand the conversation to another agent."""
+
+    agent_type: AgentType
+    reason: str | None = None
+
+
+class InputReceipt(_Model):
+    """What an update caller learns: the input was recorded (and whether it only repeated an earlier one)."""
+
+    accepted: bool = True
+    duplicate: bool = False
+    queued: bool = False
+    detail: str = ""
+
+
+# --- Approvals and outstanding tool calls ---
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class PendingApproval(_Model):
+    """An approval request and its whole trail. Kept after it is settled, so repeats are recognisable."""
+
+    request_id: str
+    request_type: Literal["tool", "plan"] = "tool"
+    session_id: str
+    call_id: str
+    tool_name: str
+    subject: str
+    arguments: dict[str, Any]
+    edited_arguments: dict[str, Any] | None = None
+    reason: str
+    agent: AgentType
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    created_at: datetime
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    decided_by: Literal["hitl_decision", "tool_result", "expiry"] | None = None
+    decision: Decision | None = None
+    feedback: str | None = None
+
+
+class CallStatus(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_RESULT = "awaiting_result"
+
+
+class OutstandingCall(_Model):
+    """A tool call of the current assistant message that has no tool message yet."""
+
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    agent: AgentType
+    status: CallStatus
+    since: datetime
+    lease_expires_at: datetime | None = None
+
+
+# --- Events streamed to clients (the original's StreamChunk, spec §4.1) ---
+
+
+class ChunkType(StrEnum):
+    ASSISTANT_MESSAGE = "assistant_message"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    AGENT_SWITCHED = "agent_switched"
+    ERROR = "error"
+    STATUS = "status"
+
+
+class StreamChunk(_Model):
+    """One event of a session's stream, in the original chunk shape.
+
+    `is_final` marks a wait point: the runtime now waits for the user, the IDE or a human decision, so an HTTP
+    stream ends there (bug B11).
+    """
+
+    type: ChunkType
+    content: str | None = None
+    token: str | None = None
+    is_final: bool = False
+    call_id: str | None = None
+    tool_name: str | None = None
+    arguments: dict[str, Any] | None = None
+    requires_approval: bool | None = None
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    session_id: str | None = None
+    approval_request_id: str | None = None
+
+
+# --- Approval policy (one policy, evaluated in the workflow; see workflows/policy.py) ---
+
+
+class ArgumentPredicate(_Model):
+    """A condition on one argument of a tool call; all predicates of a rule must hold for it to match."""
+
+    argument: str
+    op: Literal["equals", "contains", "matches", "startswith", "gt", "lt"]
+    value: Any
+
+
+class ApprovalRule(_Model):
+    """`pattern` is a shell wildcard over the tool name (full match); first matching rule wins."""
+
+    pattern: str
+    requires_approval: bool
+    reason: str = ""
+    when: list[ArgumentPredicate] = Field(default_factory=list)
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Expire the approval after this long; None uses the policy default."
+    )
+
+
+class ApprovalPolicy(_Model):
+    enabled: bool = True
+    rules: list[ApprovalRule] = Field(default_factory=list)
+    default_requires_approval: bool = False
+    default_timeout_seconds: float | None = Field(default=None, gt=0, description="None: approvals wait until decided.")
+
+
+class ApprovalRequirement(_Model):
+    """The policy's verdict for one tool call."""
+
+    requires_approval: bool
+    reason: str = ""
+    timeout_seconds: float | None = None
+
+
+# --- Workflow input, state carried over continue-as-new, and query results ---
+
+
+class ConversationConfig(_Model):
+    """Per-session settings, fixed when the session starts so a running session is never changed under it."""
+
+    multi_agent_mode: bool = True
+    llm_model: str = "gpt-4o-mini"
+    approval_policy: ApprovalPolicy | None = None
+    tool_lease_seconds: float = Field(default=600.0, gt=0)
+    tool_call_budget: int = Field(default=20, ge=1)
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_attempts: int = Field(default=3, ge=1)
+    max_agent_switches: int = Field(default=50, ge=1)
+
+
+class TokenUsage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AgentSwitchRecord(_Model):
+    from_agent: AgentType | None
+    to_agent: AgentType
+    reason: str
+    switched_at: datetime
+    confidence: str | None = None
+    source: Literal["classification", "switch_mode", "explicit", "single_agent"] = "explicit"
+
+
+class SessionCounters(_Model):
+    """Metrics derived from the workflow itself (spec §7): what the original's event bus never filled."""
+
+    llm_requests: int = 0
+    llm_failures: int = 0
+    llm_latency_ms: int = 0
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    classification_calls: int = 0
+    classification_fallbacks: int = 0
+    tool_calls: dict[str, int] = Field(default_factory=dict, description="outcome -> count")
+    approvals: dict[str, int] = Field(default_factory=dict, description="decision -> count")
+    budget_stops: int = 0
+
+
+class CarriedState(_Model):
+    """Everything a session needs after continue-as-new: structured state, never an LLM summary."""
+
+    history: list[ChatMessage] = Field(default_factory=list)
+    current_agent: AgentType = AgentType.ORCHESTRATOR
+    approvals: list[PendingApproval] = Field(default_factory=list)
+    switches: list[AgentSwitchRecord] = Field(default_factory=list)
+    seen_message_ids: list[str] = Field(default_factory=list)
+    queued_inputs: list[UserMessage | SwitchAgent] = Field(default_factory=list)
+    counters: SessionCounters = Field(default_factory=SessionCounters)
+    created_at: datetime | None = None
+
+
+class ConversationInput(_Model):
+    session_id: str = Field(min_length=1)
+    config: ConversationConfig = Field(default_factory=ConversationConfig)
+    carried: CarriedState | None = None
+    stream_state: WorkflowStreamState | None = None
+
+
+class SessionStatus(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_TOOL_RESULT = "awaiting_tool_result"
+
+
+class SessionState(_Model):
+    session_id: str
+    status: SessionStatus
+    current_agent: AgentType
+    pending_approvals: list[PendingApproval]
+    outstanding_calls: list[OutstandingCall]
+    queued_inputs: int
+    message_count: int
+    switches: list[AgentSwitchRecord]
+    counters: SessionCounters
+    created_at: datetime | None = None
+    last_activity: datetime | None = None
+
+
+# --- LLM activity ---
+
+
+class ToolSpec(_Model):
+    """An OpenAI function tool."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class LlmRequest(_Model):
+    """One chat completion. `messages` already starts with the agent's system prompt."""
+
+    session_id: str
+    purpose: Literal["agent", "classification"] = "agent"
+    agent: AgentType
+    model: str
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    temperature: float | None = None
+    timeout_seconds: float = 120.0
+
+
+class LlmReply(_Model):
+    """A successful completion. Failures are raised as ApplicationError, never returned as content (I3)."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    model: str = ""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    latency_ms: int = 0

@@ -1,0 +1,55 @@
+"""The startup check that agents, prompts, the tool catalogue and the approval policy agree (bug B5).
+
+The original's prompts told agents to call tools its registry did not define, and its policy named tools that
+did not exist; both failed only at run time, in front of a user. The worker runs this check before it polls,
+and refuses to start when anything disagrees.
+"""
+
+from __future__ import annotations
+
+from workflows.agents import AGENTS, tool_names_in_prompt
+from workflows.model import AgentType, ApprovalPolicy
+from workflows.policy import rule_names_tool
+from workflows.routing import LABELS
+from workflows.tools import CATALOGUE, Executor
+
+
+class InconsistentCatalogueError(RuntimeError):
+    """Agents, prompts, catalogue and policy disagree; the message lists every problem."""
+
+
+def find_problems(policy: ApprovalPolicy) -> list[str]:
+    """Every disagreement between agents, prompts, the catalogue and the policy, as readable lines."""
+    problems: list[str] = []
+    problems += [f"agent type '{t.value}' has no agent definition" for t in AgentType if t not in AGENTS]
+    for agent in AGENTS.values():
+        problems += [
+            f"agent '{agent.type.value}' allows tool '{name}', which the catalogue does not define"
+            for name in agent.allowed_tools
+            if name not in CATALOGUE
+        ]
+        problems += [
+            f"the {agent.type.value} prompt mentions tool '{name}', which the agent may not call"
+            for name in sorted(tool_names_in_prompt(agent.prompt))
+            if name not in agent.allowed_tools
+        ]
+    problems += [
+        f"approval rule '{rule.pattern}' matches no IDE tool of the catalogue"
+        for rule in policy.rules
+        if not any(rule_names_tool(rule, t.name) for t in CATALOGUE.values() if t.executor is Executor.IDE)
+    ]
+    switch_modes = CATALOGUE["switch_mode"].spec.parameters["properties"]["mode"]["enum"]
+    problems += [
+        f"switch_mode offers unknown agent '{m}'" for m in switch_modes if m not in AgentType.__members__.values()
+    ]
+    problems += [
+        f"routing label '{label}' maps to an undefined agent" for label, a in LABELS.items() if a not in AGENTS
+    ]
+    return problems
+
+
+def check_consistency(policy: ApprovalPolicy) -> None:
+    """Raise InconsistentCatalogueError listing every problem, or return quietly."""
+    problems = find_problems(policy)
+    if problems:
+        raise InconsistentCatalogueError("agents, prompts, tools and policy disagree:\n- " + "\n- ".join(problems))

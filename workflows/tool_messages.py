@@ -1,0 +1,57 @@
+"""The text of every tool message the runtime writes, so the model always learns what happened to its call."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_REJECTION_FEEDBACK = "User rejected this operation"
+
+
+def from_ide_result(result: Any, error: str | None) -> str:
+    """The IDE's answer as tool message content (spec §2): error text, JSON, or a plain success note."""
+    if error:
+        return f"Error: {error}"
+    if result is None or result == "" or result == {} or result == []:
+        return "Tool executed successfully"
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, ensure_ascii=False, sort_keys=True)
+
+
+def rejected(tool_name: str, feedback: str | None) -> str:
+    return json.dumps(
+        {"status": "rejected", "tool_name": tool_name, "feedback": feedback or DEFAULT_REJECTION_FEEDBACK},
+        ensure_ascii=False,
+    )
+
+
+def approval_expired(tool_name: str, waited_seconds: float) -> str:
+    return (
+        f"Error: approval expired after {waited_seconds:g} s without a decision; {tool_name} was not executed. "
+        "Ask the user before trying again."
+    )
+
+
+def lease_expired(tool_name: str, waited_seconds: float) -> str:
+    return f"Error: the IDE returned no result for {tool_name} within {waited_seconds:g} s; the outcome is unknown."
+
+
+def refused(reason: str) -> str:
+    return f"Error: {reason}"
+
+
+def over_budget(budget: int) -> str:
+    return f"Error: not executed, the turn reached its budget of {budget} tool calls."
+
+
+def budget_stop_message(budget: int) -> str:
+    return (
+        f"I stopped because this turn reached its limit of {budget} tool calls. Tell me how you would like to continue."
+    )
+
+
+def followup_text(question: str, suggestions: list[str]) -> str:
+    if not suggestions:
+        return question
+    return question + "\n" + "\n".join(f"- {s}" for s in suggestions)
