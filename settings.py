@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         tool_lease_seconds: How long an IDE-executed tool call may stay unanswered before it is closed with an
             error result.
         tool_call_budget: Tool calls allowed in one turn before the runtime stops the loop.
-        max_agent_switches: Agent switches allowed in one turn.
+        max_agent_switches: Agent switches allowed in one session.
+        continue_as_new_after_turns: Start a fresh workflow run (continue-as-new) after this many turns; unset,
+            sessions continue-as-new only when Temporal suggests it (history size).
     """
 
     model_config = SettingsConfigDict(
@@ -147,6 +149,7 @@ class Settings(BaseSettings):
     tool_lease_seconds: float = Field(default=600.0, gt=0)
     tool_call_budget: int = Field(default=20, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
+    continue_as_new_after_turns: int | None = Field(default=None, ge=1)
 
     @field_validator("llm_proxy_url")
     @classmethod
@@ -197,6 +200,7 @@ class Settings(BaseSettings):
             llm_timeout_seconds=self.llm_timeout_seconds,
             llm_max_attempts=self.llm_max_attempts,
             max_agent_switches=self.max_agent_switches,
+            continue_as_new_after_turns=self.continue_as_new_after_turns,
         )
 
 

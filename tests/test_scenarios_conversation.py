@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from client.conversation_client import InvalidInputError
+from client.conversation_client import ApprovalAlreadyResolvedError, InvalidInputError
 from client.fake_llm import FakeLlmServer, FakeReply
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
@@ -293,3 +293,31 @@ async def test_single_agent_session_refuses_specialists(runtime_with: RuntimeFac
         session = Session(client, fake_llm)
         with pytest.raises(InvalidInputError, match="not available"):
             await client.send_user_message(session.id, UserMessage(content="hi", agent_type=AgentType.CODER))
+
+
+async def test_continue_as_new_carries_the_whole_session(runtime_with: RuntimeFactory, fake_llm: FakeLlmServer) -> None:
+    """A new run keeps history, agent, approvals, counters and the event stream's offsets; the session goes on."""
+    async with runtime_with(continue_as_new_after_turns=1) as client:
+        session = Session(client, fake_llm)
+        session.script(classify("coder"), call("write_file", "call_w1", path="a.py", content="x"))
+        final(await session.say("create a.py"))
+        await session.decide("call_w1", "reject", feedback="not now")
+        session.script(text("Okay."))
+        assert final(await session.events()).content == "Okay."
+        first_run = await client.handle(session.id).describe()
+
+        session.script(text("Still the coder."))
+        chunks = await session.say("anything else?")
+        assert types(chunks) == ["assistant_message"]  # no re-routing: the agent survived the new run
+        state = await client.state(session.id)
+        assert state.run >= 2 and state.current_agent == AgentType.CODER
+        assert (await client.handle(session.id).describe()).run_id != first_run.run_id
+        assert [a.status for a in await client.approvals(session.id)] == ["rejected"]
+        assert state.counters.llm_requests == 4 and state.counters.approvals == {"reject": 1}
+        history = await session.history()
+        assert [m.role for m in history] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+        with pytest.raises(ApprovalAlreadyResolvedError):
+            await session.decide("call_w1", "approve")
+        # Offsets keep counting across runs: a client resuming from 0 sees every event exactly once.
+        replayed = await client.until_wait_point(session.id, 0)
+        assert [e.offset for e in replayed] == list(range(len(replayed)))

@@ -116,6 +116,8 @@ class ConversationWorkflow:
         self._inbox: deque[UserMessage | SwitchAgent] = deque(carried.queued_inputs)
         self._counters = carried.counters
         self._created_at = carried.created_at
+        self._run = carried.runs
+        self._turns = 0
         self._last_activity = workflow.now()
         self._results: dict[str, ToolResult] = {}
         self._decisions: dict[str, HitlDecision] = {}
@@ -127,8 +129,8 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
         while True:
-            await workflow.wait_condition(lambda: bool(self._inbox) or workflow.info().is_continue_as_new_suggested())
-            if not self._inbox:
+            await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
+            if self._should_continue_as_new():
                 await self._continue_as_new()
             item = self._inbox.popleft()
             self._status = SessionStatus.RUNNING
@@ -138,6 +140,7 @@ class ConversationWorkflow:
                 self._on_switch_request(item)
             self._status = SessionStatus.IDLE
             self._last_activity = workflow.now()
+            self._turns += 1
 
     # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
 
@@ -198,14 +201,31 @@ class ConversationWorkflow:
             status=self._status,
             current_agent=self._agent,
             pending_approvals=self.pending_approvals(),
-            outstanding_calls=list(self._outstanding.values()),
+            outstanding_calls=self._open_calls(),
             queued_inputs=len(self._inbox),
             message_count=len(self._history),
             switches=self._switches,
             counters=self._counters,
             created_at=self._created_at,
             last_activity=self._last_activity,
+            run=self._run,
         )
+
+    def _open_calls(self) -> list[OutstandingCall]:
+        """Every call still without a tool message: the one being waited on, and the ones queued behind it."""
+        queued_since = self._last_activity
+        return [
+            self._outstanding.get(call.id)
+            or OutstandingCall(
+                call_id=call.id,
+                tool_name=call.name,
+                arguments=call.arguments,
+                agent=self._agent,
+                status=CallStatus.QUEUED,
+                since=queued_since,
+            )
+            for call in self._history.open_calls
+        ]
 
     @workflow.query(name=HISTORY_QUERY)
     def history(self) -> list[ChatMessage]:
@@ -678,6 +698,13 @@ class ConversationWorkflow:
     def _new_id(self) -> str:
         return str(workflow.uuid4())
 
+    def _should_continue_as_new(self) -> bool:
+        """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state."""
+        if self._history.open_calls:
+            return False
+        limit = self._config.continue_as_new_after_turns
+        return workflow.info().is_continue_as_new_suggested() or (limit is not None and self._turns >= limit)
+
     async def _continue_as_new(self) -> None:
         carried = CarriedState(
             history=self._history.messages,
@@ -688,6 +715,7 @@ class ConversationWorkflow:
             queued_inputs=list(self._inbox),
             counters=self._counters,
             created_at=self._created_at,
+            runs=self._run + 1,
         )
         # The stream has no public offset accessor in the workflow; its offset query handler is the same function.
         offset = self._stream._on_offset()

@@ -189,6 +189,7 @@ class PendingApproval(_Model):
 class CallStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_RESULT = "awaiting_result"
+    QUEUED = "queued"  # a later call of the same assistant message, handled after the ones before it
 
 
 class OutstandingCall(_Model):
@@ -288,6 +289,9 @@ class ConversationConfig(_Model):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
+    continue_as_new_after_turns: int | None = Field(
+        default=None, ge=1, description="Also continue-as-new after this many turns (None: only when Temporal suggests)."
+    )
 
 
 class TokenUsage(_Model):
@@ -330,6 +334,7 @@ class CarriedState(_Model):
     queued_inputs: list[UserMessage | SwitchAgent] = Field(default_factory=list)
     counters: SessionCounters = Field(default_factory=SessionCounters)
     created_at: datetime | None = None
+    runs: int = Field(default=1, description="How many workflow runs this session has had (continue-as-new chain).")
 
 
 class ConversationInput(_Model):
@@ -358,6 +363,7 @@ class SessionState(_Model):
     counters: SessionCounters
     created_at: datetime | None = None
     last_activity: datetime | None = None
+    run: int = 1
 
 
 # --- LLM activity ---
