@@ -290,7 +290,9 @@ class ConversationConfig(_Model):
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
     continue_as_new_after_turns: int | None = Field(
-        default=None, ge=1, description="Also continue-as-new after this many turns (None: only when Temporal suggests)."
+        default=None,
+        ge=1,
+        description="Also continue-as-new after this many turns (None: only when Temporal suggests).",
     )
 
 
