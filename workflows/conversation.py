@@ -13,6 +13,7 @@ the current turn has closed every call, so the provider never sees an unpaired h
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         INVALID_INPUT_ERROR,
         LLM_REQUEST_REJECTED_ERROR,
         PENDING_APPROVALS_QUERY,
+        RECORD_PROJECTION_ACTIVITY,
         STATE_QUERY,
         SWITCH_AGENT_SIGNAL,
         SWITCH_AGENT_UPDATE,
@@ -50,7 +52,9 @@ with workflow.unsafe.imports_passed_through():
         USER_MESSAGE_SIGNAL,
         USER_MESSAGE_UPDATE,
         AgentSwitchRecord,
+        AgentSwitchRow,
         AgentType,
+        ApprovalRecord,
         ApprovalStatus,
         CallStatus,
         CarriedState,
@@ -58,17 +62,24 @@ with workflow.unsafe.imports_passed_through():
         ChunkType,
         ConversationInput,
         Decision,
+        EventRecord,
         HitlDecision,
         InputReceipt,
         LlmReply,
         LlmRequest,
+        LlmRequestRecord,
+        MessageRecord,
         OutstandingCall,
         PendingApproval,
+        ProjectionBatch,
+        ProjectionRecord,
+        SessionRecord,
         SessionState,
         SessionStatus,
         StreamChunk,
         SwitchAgent,
         ToolCall,
+        ToolCallRecord,
         ToolResult,
         UserMessage,
     )
@@ -93,6 +104,12 @@ CLASSIFICATION_MAX_ATTEMPTS = 2
 # Event log entries kept across continue-as-new; older offsets are served from the retained base.
 EVENTS_KEPT_ON_CONTINUE = 500
 MESSAGE_IDS_KEPT_ON_CONTINUE = 1000
+# The projection is written by a local activity (a short write); while PostgreSQL is down the records wait in the
+# outbox and the flusher retries with backoff, so conversations never wait on the database.
+PROJECTION_PATCH = "postgres-projection"
+PROJECTION_WRITE_TIMEOUT = timedelta(seconds=10)
+PROJECTION_RETRY_INITIAL = timedelta(seconds=2)
+PROJECTION_RETRY_MAX = timedelta(minutes=2)
 
 P = TypeVar("P")
 
@@ -125,9 +142,20 @@ class ConversationWorkflow:
         self._status = SessionStatus.IDLE
         self._stream = WorkflowStream(input.stream_state)
         self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
+        self._outbox: list[ProjectionRecord] = list(carried.unprojected)
+        self._projecting = False
+        self._projection_down = False
+        self._answer_started_at = workflow.now()
 
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
+        # Sessions started before the projection existed replay without it (their histories have no marker).
+        self._projecting = input.config.projection_enabled and workflow.patched(PROJECTION_PATCH)
+        if self._projecting:
+            self._history.listener = self._project_message
+            self._flusher = asyncio.create_task(self._flush_projection_forever(), name="projection-flusher")
+            if input.carried is None:
+                self._project_session()
         while True:
             await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
             if self._should_continue_as_new():
@@ -141,6 +169,7 @@ class ConversationWorkflow:
             self._status = SessionStatus.IDLE
             self._last_activity = workflow.now()
             self._turns += 1
+            self._project_session()
 
     # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
 
@@ -350,6 +379,7 @@ class ConversationWorkflow:
                 return
             calls = unique_call_ids(reply.tool_calls, self._history, salt=self._new_id()[:8])
             # The assistant message is in the history before any tool_call leaves the runtime (I7).
+            self._answer_started_at = workflow.now()
             self._history.add_assistant(
                 reply.content, calls, agent=agent.type, message_id=self._new_id(), at=workflow.now()
             )
@@ -433,7 +463,7 @@ class ConversationWorkflow:
                 return
             arguments = decided
         elif call.id not in self._results:
-            self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
+            await self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
         await self._await_result(agent, call.model_copy(update={"arguments": arguments}))
 
     async def _await_approval(
@@ -454,6 +484,7 @@ class ConversationWorkflow:
             expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
         )
         self._approvals[call.id] = approval
+        self._project(ApprovalRecord(approval=approval))
         self._outstanding[call.id] = OutstandingCall(
             call_id=call.id,
             tool_name=call.name,
@@ -462,7 +493,7 @@ class ConversationWorkflow:
             status=CallStatus.AWAITING_APPROVAL,
             since=now,
         )
-        self._emit_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
+        await self._emit_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
         self._status = SessionStatus.AWAITING_APPROVAL
         arrived = await self._wait(lambda: call.id in self._decisions or call.id in self._results, timeout_seconds)
         decision = self._decisions.pop(call.id, None)
@@ -490,7 +521,7 @@ class ConversationWorkflow:
             edited=arguments if decision.decision is Decision.EDIT else None,
         )
         if call.id not in self._results:
-            self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
+            await self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
         return arguments
 
     async def _await_result(self, agent: Agent, call: ToolCall) -> None:
@@ -524,7 +555,7 @@ class ConversationWorkflow:
         feedback: str | None = None,
         edited: dict[str, Any] | None = None,
     ) -> None:
-        self._approvals[approval.call_id] = approval.model_copy(
+        settled = approval.model_copy(
             update={
                 "status": status,
                 "decided_at": workflow.now(),
@@ -534,12 +565,15 @@ class ConversationWorkflow:
                 "edited_arguments": edited,
             }
         )
+        self._approvals[approval.call_id] = settled
+        self._project(ApprovalRecord(approval=settled))
         key = decision.value if decision else status.value
         self._counters.approvals[key] = self._counters.approvals.get(key, 0) + 1
 
     def _close_call(self, call: ToolCall, content: str, outcome: str, emit: bool = False) -> None:
         """Write the one tool message of a call; every path that ends a call ends here (I1, I2)."""
         self._history.add_tool_result(call.id, content, message_id=self._new_id(), at=workflow.now())
+        self._project_tool_call(call, outcome=outcome, result=content)
         self._outstanding.pop(call.id, None)
         self._results.pop(call.id, None)
         self._status = SessionStatus.RUNNING
@@ -613,6 +647,7 @@ class ConversationWorkflow:
         )
         metadata: dict[str, Any] = {"from_agent": self._agent.value, "to_agent": target.value, "reason": reason}
         self._switches.append(record)
+        self._project(AgentSwitchRow(session_id=self._session_id, seq=len(self._switches) - 1, switch=record))
         self._agent = target
         if confidence:
             metadata["confidence"] = confidence
@@ -643,6 +678,15 @@ class ConversationWorkflow:
 
     async def _call_llm(self, request: LlmRequest, max_attempts: int, summary: str) -> LlmReply:
         self._counters.llm_requests += 1
+        record = LlmRequestRecord(
+            session_id=self._session_id,
+            request_id=self._new_id(),
+            purpose=request.purpose,
+            agent=request.agent,
+            model=request.model,
+            ok=False,
+            created_at=workflow.now(),
+        )
         try:
             reply = await workflow.execute_activity_method(
                 LlmActivities.chat_completion,
@@ -657,9 +701,21 @@ class ConversationWorkflow:
                 ),
                 summary=summary,
             )
-        except ActivityError:
+        except ActivityError as err:
             self._counters.llm_failures += 1
+            self._project(record.model_copy(update={"error": _error_text(err)}))
             raise
+        self._project(
+            record.model_copy(
+                update={
+                    "ok": True,
+                    "usage": reply.usage,
+                    "latency_ms": reply.latency_ms,
+                    "finish_reason": reply.finish_reason,
+                    "model": reply.model or request.model,
+                }
+            )
+        )
         self._counters.llm_latency_ms += reply.latency_ms
         usage = self._counters.tokens
         usage.prompt_tokens += reply.usage.prompt_tokens
@@ -677,10 +733,19 @@ class ConversationWorkflow:
             return ready()
         return True
 
-    def _emit_tool_call(
+    async def _emit_tool_call(
         self, call_id: str, name: str, arguments: dict[str, Any], *, requires_approval: bool, reason: str = ""
     ) -> None:
-        """A `tool_call` event is a wait point: the runtime now waits for the human or the IDE."""
+        """A `tool_call` event is a wait point: the runtime now waits for the human or the IDE.
+
+        The call is written to the projection first (I7, bug B4), unless the database is down: the workflow's own
+        history already holds it durably, and the projection catches up later.
+        """
+        self._status = SessionStatus.AWAITING_APPROVAL if requires_approval else SessionStatus.AWAITING_TOOL_RESULT
+        self._project_tool_call(ToolCall(id=call_id, name=name, arguments=arguments))
+        self._project_session()
+        if self._projecting:
+            await workflow.wait_condition(lambda: not self._outbox or self._projection_down)
         self._emit(
             ChunkType.TOOL_CALL,
             call_id=call_id,
@@ -693,10 +758,77 @@ class ConversationWorkflow:
         )
 
     def _emit(self, type: ChunkType, **fields: Any) -> None:
-        self._events.publish(StreamChunk(type=type, session_id=self._session_id, **fields))
+        chunk = StreamChunk(type=type, session_id=self._session_id, **fields)
+        self._events.publish(chunk)
+        self._project(
+            EventRecord(session_id=self._session_id, event_id=self._new_id(), chunk=chunk, created_at=workflow.now())
+        )
 
     def _new_id(self) -> str:
         return str(workflow.uuid4())
+
+    # --- the PostgreSQL projection ---
+
+    def _project(self, record: ProjectionRecord) -> None:
+        if self._projecting:
+            self._outbox.append(record)
+
+    def _project_message(self, seq: int, message: ChatMessage) -> None:
+        self._project(MessageRecord(session_id=self._session_id, seq=seq, message=message))
+
+    def _project_tool_call(self, call: ToolCall, *, outcome: str | None = None, result: str | None = None) -> None:
+        self._project(
+            ToolCallRecord(
+                session_id=self._session_id,
+                call_id=call.id,
+                tool_name=call.name,
+                arguments=call.arguments,
+                agent=self._agent,
+                requested_at=self._answer_started_at,
+                outcome=outcome,
+                result=result,
+                closed_at=workflow.now() if outcome else None,
+            )
+        )
+
+    def _project_session(self) -> None:
+        first_user = next((m.content for m in self._history.messages if m.role == "user"), None)
+        self._project(
+            SessionRecord(
+                session_id=self._session_id,
+                title=first_user[:500] if first_user else None,
+                current_agent=self._agent,
+                status=self._status,
+                message_count=len(self._history),
+                created_at=self._created_at or workflow.now(),
+                last_activity=workflow.now(),
+                counters=self._counters,
+            )
+        )
+
+    async def _flush_projection_forever(self) -> None:
+        """Drain the outbox into PostgreSQL; on failure keep the records and retry with backoff (never drop)."""
+        delay = PROJECTION_RETRY_INITIAL
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox))
+            batch = list(self._outbox)
+            try:
+                await workflow.execute_local_activity(
+                    RECORD_PROJECTION_ACTIVITY,
+                    ProjectionBatch(records=batch),
+                    schedule_to_close_timeout=PROJECTION_WRITE_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=2),
+                    summary=f"projection: {len(batch)} records",
+                )
+            except ActivityError as err:
+                self._projection_down = True
+                workflow.logger.warning("Projection write failed, retrying in %s: %s", delay, err.__cause__ or err)
+                await workflow.sleep(delay)
+                delay = min(delay * 2, PROJECTION_RETRY_MAX)
+                continue
+            del self._outbox[: len(batch)]
+            self._projection_down = False
+            delay = PROJECTION_RETRY_INITIAL
 
     def _should_continue_as_new(self) -> bool:
         """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state."""
@@ -716,6 +848,7 @@ class ConversationWorkflow:
             counters=self._counters,
             created_at=self._created_at,
             runs=self._run + 1,
+            unprojected=self._outbox,
         )
         # The stream has no public offset accessor in the workflow; its offset query handler is the same function.
         offset = self._stream._on_offset()

@@ -8,7 +8,7 @@ therefore cannot hand the LLM a history that earns a 400, whatever order inputs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,8 @@ class ConversationHistory:
         self._messages: list[ChatMessage] = []
         self._open: dict[str, ToolCall] = {}
         self._answered: set[str] = set()
+        # Told of every later append or amendment, with the message's position (the projection listens here).
+        self.listener: Callable[[int, ChatMessage], None] | None = None
         for message in messages:
             self._append(message)
 
@@ -97,6 +99,8 @@ class ConversationHistory:
         calls = [c.model_copy(update={"arguments": arguments}) if c.id == call_id else c for c in message.tool_calls]
         self._messages[index] = message.model_copy(update={"tool_calls": calls})
         self._open[call_id] = self._open[call_id].model_copy(update={"arguments": arguments})
+        if self.listener:
+            self.listener(index, self._messages[index])
 
     def _append(self, message: ChatMessage) -> ChatMessage:
         if message.role == "tool":
@@ -113,6 +117,8 @@ class ConversationHistory:
                     raise HistoryInvariantError(f"tool call ids must be new and unique: {ids}")
                 self._open = {c.id: c for c in message.tool_calls}
         self._messages.append(message)
+        if self.listener:
+            self.listener(len(self._messages) - 1, message)
         return message
 
 

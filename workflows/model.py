@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.contrib.workflow_streams import WorkflowStreamState
@@ -42,6 +42,7 @@ CONVERSATION_WORKFLOW = "ConversationWorkflow"
 
 # Activity names are a persisted contract too (they are recorded in every history).
 CHAT_COMPLETION_ACTIVITY = "llm.chat_completion"
+RECORD_PROJECTION_ACTIVITY = "persistence.record"
 
 # ApplicationError types, shared by raise sites (validators, activities) and catch sites (client, API).
 UNKNOWN_CALL_ID_ERROR = "UnknownCallId"
@@ -289,6 +290,9 @@ class ConversationConfig(_Model):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
+    projection_enabled: bool = Field(
+        default=False, description="Write the PostgreSQL projection (set when the runtime has a database)."
+    )
     continue_as_new_after_turns: int | None = Field(
         default=None,
         ge=1,
@@ -337,6 +341,9 @@ class CarriedState(_Model):
     counters: SessionCounters = Field(default_factory=SessionCounters)
     created_at: datetime | None = None
     runs: int = Field(default=1, description="How many workflow runs this session has had (continue-as-new chain).")
+    unprojected: list[ProjectionRecord] = Field(
+        default_factory=list, description="Projection records not yet written (the database was down)."
+    )
 
 
 class ConversationInput(_Model):
@@ -401,3 +408,95 @@ class LlmReply(_Model):
     model: str = ""
     usage: TokenUsage = Field(default_factory=TokenUsage)
     latency_ms: int = 0
+
+
+# --- PostgreSQL projection (workflows write records, activities/persistence.py stores them idempotently) ---
+
+
+class SessionRecord(_Model):
+    """The session's summary row; upserted, newest `last_activity` wins."""
+
+    kind: Literal["session"] = "session"
+    session_id: str
+    title: str | None
+    current_agent: AgentType
+    status: SessionStatus
+    message_count: int
+    created_at: datetime
+    last_activity: datetime
+    counters: SessionCounters
+
+
+class MessageRecord(_Model):
+    """One history message at its position; re-sent with the same id only when a human edited its arguments."""
+
+    kind: Literal["message"] = "message"
+    session_id: str
+    seq: int
+    message: ChatMessage
+
+
+class ToolCallRecord(_Model):
+    """A tool call and, once closed, its outcome (completed, failed, rejected, expired, refused, ...)."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    session_id: str
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    agent: AgentType
+    requested_at: datetime
+    outcome: str | None = None
+    result: str | None = None
+    closed_at: datetime | None = None
+
+
+class ApprovalRecord(_Model):
+    """An approval as it is now; each distinct status is also kept as one row of its trail."""
+
+    kind: Literal["approval"] = "approval"
+    approval: PendingApproval
+
+
+class AgentSwitchRow(_Model):
+    kind: Literal["agent_switch"] = "agent_switch"
+    session_id: str
+    seq: int
+    switch: AgentSwitchRecord
+
+
+class LlmRequestRecord(_Model):
+    kind: Literal["llm_request"] = "llm_request"
+    session_id: str
+    request_id: str
+    purpose: Literal["agent", "classification"]
+    agent: AgentType
+    model: str
+    ok: bool
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    latency_ms: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+    created_at: datetime
+
+
+class EventRecord(_Model):
+    """One stream event, for the audit log."""
+
+    kind: Literal["event"] = "event"
+    session_id: str
+    event_id: str
+    chunk: StreamChunk
+    created_at: datetime
+
+
+ProjectionRecord = Annotated[
+    SessionRecord | MessageRecord | ToolCallRecord | ApprovalRecord | AgentSwitchRow | LlmRequestRecord | EventRecord,
+    Field(discriminator="kind"),
+]
+
+
+class ProjectionBatch(_Model):
+    """Records to write in one transaction. Every write is keyed, so a retried or replayed batch changes nothing."""
+
+    records: list[ProjectionRecord]
