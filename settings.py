@@ -116,6 +116,8 @@ class Settings(BaseSettings):
         llm_max_attempts: Attempts per LLM call, retries included (Temporal owns retries).
         internal_api_key: The `X-Internal-Auth` key the gateway sends and the LLM proxy expects.
         multi_agent_mode: Route between agents; False keeps every session on the universal agent.
+        llm_streaming: Ask the LLM to stream and forward its tokens live; turn off for a proxy that drops tool-call
+            deltas when streaming (the original llm-proxy does).
         database_url: PostgreSQL DSN of the read projection; None lets the dev stack start an embedded one.
         temporal: Temporal connection.
         approval: Approval policy for new sessions.
@@ -143,6 +145,7 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=3, ge=1)
     internal_api_key: SecretStr | None = None
     multi_agent_mode: bool = True
+    llm_streaming: bool = True
     database_url: SecretStr | None = None
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
@@ -199,6 +202,7 @@ class Settings(BaseSettings):
             tool_call_budget=self.tool_call_budget,
             llm_timeout_seconds=self.llm_timeout_seconds,
             llm_max_attempts=self.llm_max_attempts,
+            llm_streaming=self.llm_streaming,
             max_agent_switches=self.max_agent_switches,
             continue_as_new_after_turns=self.continue_as_new_after_turns,
         )

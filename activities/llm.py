@@ -10,33 +10,43 @@ Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, Op
   failures as HTTP 200 with assistant text "[Error] ..." (root of bug B2); that is raised as a retryable error.
 - Assistant text that accompanies tool calls is kept (bug L14).
 
-The request body and the reply parsing are module-level pure functions so the streaming variant (tool-call deltas,
-a later issue) can reuse them: it only needs a different transport loop and a delta accumulator that produces the
-same `choice` dict `parse_completion` reads.
+- Streaming (`LlmRequest.stream`): the answer is read as OpenAI SSE chunks, tool-call deltas included, and each
+  text delta is published to the session's event stream as an `assistant_delta` event tagged with the activity
+  attempt, so a client can tell a retried call's tokens from the first try's. The accumulated chunks are turned into
+  the same completion dict the non-streaming path parses, so both paths share one parser. A provider that ignores
+  `stream` and answers JSON is read as a plain completion.
+- The activity heartbeats while it waits, so a worker that dies mid-call is noticed after the heartbeat timeout
+  instead of the whole start-to-close timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from workflows.model import (
     CHAT_COMPLETION_ACTIVITY,
+    EVENTS_TOPIC,
     LLM_BAD_RESPONSE_ERROR,
     LLM_REQUEST_REJECTED_ERROR,
     LLM_UNAVAILABLE_ERROR,
     ChatMessage,
+    ChunkType,
     LlmReply,
     LlmRequest,
+    StreamChunk,
     TokenUsage,
     ToolCall,
     ToolSpec,
@@ -55,6 +65,11 @@ _MAX_PROVIDER_MESSAGE_CHARS = 500
 # Retry-After values beyond this are treated as "use the retry policy's backoff": a provider asking for an hour
 # should not park a conversation for an hour without the retry policy's own limits having a say.
 _MAX_RETRY_AFTER = timedelta(minutes=5)
+
+# Heartbeats while waiting on the provider; the workflow's heartbeat timeout is a few times this.
+HEARTBEAT_INTERVAL_SECONDS = 5.0
+# Tokens are batched into one signal per interval: live enough for a UI, cheap in workflow history.
+TOKEN_BATCH_INTERVAL = timedelta(milliseconds=200)
 
 
 class LlmActivities:
@@ -99,13 +114,72 @@ class LlmActivities:
                 5xx and "[Error] ..." replies; `LLM_REQUEST_REJECTED_ERROR` (non-retryable) for other 3xx/4xx
                 answers; `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion.
         """
-        body = build_request_body(request, stream=False)
+        async with _heartbeating():
+            if request.stream:
+                return await self._stream_completion(request)
+            body = build_request_body(request, stream=False)
+            started = time.monotonic()
+            response = await self._post(body, request.timeout_seconds)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            self._raise_for_status(response)
+            payload = _json_body(response)
+            return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
+
+    async def _stream_completion(self, request: LlmRequest) -> LlmReply:
+        body = build_request_body(request, stream=True)
+        body["stream_options"] = {"include_usage": True}
+        attempt = activity.info().attempt
+        publisher = WorkflowStreamClient.from_within_activity(batch_interval=TOKEN_BATCH_INTERVAL)
+        events = publisher.topic(EVENTS_TOPIC, type=StreamChunk)
+        accumulator = StreamAccumulator()
         started = time.monotonic()
-        response = await self._post(body, request.timeout_seconds)
+        try:
+            async with asyncio.timeout(request.timeout_seconds), publisher:
+                request_ = self._http.build_request(
+                    "POST",
+                    self._url,
+                    json=body,
+                    headers=self._headers() | {"Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(request.timeout_seconds),
+                )
+                response = await self._http.send(request_, stream=True)
+                try:
+                    if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
+                        # An error, or a provider that ignores `stream`: read it whole, like the plain path.
+                        await response.aread()
+                        self._raise_for_status(response)
+                        latency_ms = int((time.monotonic() - started) * 1000)
+                        return parse_completion(
+                            _json_body(response), latency_ms=latency_ms, requested_model=request.model
+                        )
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        text = accumulator.add(_json_chunk(data))
+                        if text:
+                            events.publish(
+                                StreamChunk(
+                                    type=ChunkType.ASSISTANT_DELTA,
+                                    token=text,
+                                    session_id=request.session_id,
+                                    metadata={"attempt": attempt, "request_id": request.request_id},
+                                )
+                            )
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as err:
+            raise ApplicationError(
+                f"LLM request timed out after {request.timeout_seconds:g}s", type=LLM_UNAVAILABLE_ERROR
+            ) from err
+        except httpx.TransportError as err:
+            raise ApplicationError(
+                self._scrub(f"LLM provider unreachable: {type(err).__name__}: {err}"), type=LLM_UNAVAILABLE_ERROR
+            ) from err
         latency_ms = int((time.monotonic() - started) * 1000)
-        self._raise_for_status(response)
-        payload = _json_body(response)
-        return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
+        return parse_completion(accumulator.completion(), latency_ms=latency_ms, requested_model=request.model)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -161,6 +235,94 @@ class LlmActivities:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class StreamAccumulator:
+    """Folds OpenAI `chat.completion.chunk` deltas into one completion dict that `parse_completion` reads."""
+
+    def __init__(self) -> None:
+        self.content = ""
+        self._held = ""
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._finish_reason: str | None = None
+        self._model: str | None = None
+        self._usage: Any = None
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; return the text that may be shown now ("" while an "[Error]" prefix is still possible)."""
+        self._model = chunk.get("model") or self._model
+        if chunk.get("usage"):
+            self._usage = chunk["usage"]
+        if chunk.get("error"):
+            raise ApplicationError(
+                f"LLM provider returned an error: {_error_text(chunk['error'])}"[:_MAX_PROVIDER_MESSAGE_CHARS],
+                type=LLM_UNAVAILABLE_ERROR,
+            )
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self._finish_reason = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        for part in delta.get("tool_calls") or []:
+            slot = self._calls.setdefault(part.get("index", len(self._calls)), {"id": None, "name": "", "args": ""})
+            slot["id"] = part.get("id") or slot["id"]
+            function = part.get("function") or {}
+            slot["name"] += function.get("name") or ""
+            slot["args"] += function.get("arguments") or ""
+        text = delta.get("content")
+        if not isinstance(text, str) or not text:
+            return ""
+        self.content += text
+        # Hold text back while it could still turn into the proxy's "[Error] ..." report (bug B2): such text is an
+        # error, and must not reach a client as if the assistant had said it.
+        stripped = self.content.lstrip()
+        if stripped.startswith(PROXY_ERROR_PREFIX) or PROXY_ERROR_PREFIX.startswith(stripped):
+            self._held += text
+            return ""
+        shown, self._held = self._held + text, ""
+        return shown
+
+    def completion(self) -> dict[str, Any]:
+        tool_calls = [
+            {"id": slot["id"], "type": "function", "function": {"name": slot["name"], "arguments": slot["args"]}}
+            for _, slot in sorted(self._calls.items())
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return {
+            "model": self._model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason}],
+            "usage": self._usage,
+        }
+
+
+def _json_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as err:
+        raise _bad_response(f"stream chunk is not JSON: {data[:200]!r}") from err
+    if not isinstance(chunk, dict):
+        raise _bad_response("stream chunk is not an object")
+    return chunk
 
 
 # --- Request building (pure) ---

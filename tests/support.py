@@ -71,6 +71,7 @@ class Session:
     llm: FakeLlmServer
     id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:12]}")
     offset: int = 0
+    deltas: list[StreamChunk] = field(default_factory=list)
 
     def script(self, *replies: FakeReply) -> None:
         self.llm.script(self.id, list(replies))
@@ -84,9 +85,12 @@ class Session:
         return await self.events()
 
     async def events(self) -> list[StreamChunk]:
+        """Events up to the next wait point; live token deltas are set aside in `deltas`."""
         received = await self.client.until_wait_point(self.id, self.offset)
         self.offset = received[-1].offset + 1
-        return [e.chunk for e in received]
+        chunks = [e.chunk for e in received]
+        self.deltas += [c for c in chunks if c.type is ChunkType.ASSISTANT_DELTA]
+        return [c for c in chunks if c.type is not ChunkType.ASSISTANT_DELTA]
 
     async def result(self, call_id: str, result: Any = None, error: str | None = None) -> InputReceipt:
         return await self.client.send_tool_result(self.id, ToolResult(call_id=call_id, result=result, error=error))

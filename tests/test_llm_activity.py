@@ -18,7 +18,7 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import LlmActivities
+from activities.llm import LlmActivities, StreamAccumulator, parse_completion
 from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
 from workflows.model import (
     LLM_BAD_RESPONSE_ERROR,
@@ -408,3 +408,28 @@ def _completion(content: str, **extra: Any) -> dict[str, Any]:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         **extra,
     }
+
+
+def _delta_chunk(**delta: object) -> dict[str, object]:
+    return {"model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+def test_stream_accumulator_folds_tool_call_deltas_and_holds_error_prefixes() -> None:
+
+    acc = StreamAccumulator()
+    assert acc.add(_delta_chunk(role="assistant", content="[")) == ""  # could still become "[Error]"
+    assert acc.add(_delta_chunk(content="1] first")) == "[1] first"
+    acc.add(_delta_chunk(tool_calls=[{"index": 0, "id": "call_a", "function": {"name": "read_", "arguments": '{"pa'}}]))
+    acc.add(_delta_chunk(tool_calls=[{"index": 0, "function": {"name": "file", "arguments": 'th": "x"}'}}]))
+    acc.add({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 3}})
+    reply = parse_completion(acc.completion(), latency_ms=1)
+    assert reply.content == "[1] first"
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [("call_a", "read_file", {"path": "x"})]
+    assert (reply.finish_reason, reply.usage.prompt_tokens) == ("tool_calls", 3)
+
+    error = StreamAccumulator()
+    assert error.add(_delta_chunk(content="[Err")) == ""
+    assert error.add(_delta_chunk(content="or] proxy down")) == ""
+    with pytest.raises(ApplicationError) as raised:
+        parse_completion(error.completion(), latency_ms=1)
+    assert raised.value.type == LLM_UNAVAILABLE_ERROR

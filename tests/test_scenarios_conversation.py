@@ -321,3 +321,42 @@ async def test_continue_as_new_carries_the_whole_session(runtime_with: RuntimeFa
         # Offsets keep counting across runs: a client resuming from 0 sees every event exactly once.
         replayed = await client.until_wait_point(session.id, 0)
         assert [e.offset for e in replayed] == list(range(len(replayed)))
+
+
+async def test_tokens_stream_live_before_the_stored_answer(session: Session) -> None:
+    """Agent answers stream as `assistant_delta` events tagged with the attempt; the full text follows once stored."""
+    answer_text = "Python is a programming language that reads like prose."
+    session.script(classify("ask"), FakeReply(status=503, error_message="busy"), text(answer_text))
+    await session.client.send_user_message(session.id, UserMessage(content="what is python?"))
+    events = await session.client.until_wait_point(session.id, 0)
+    kinds = [e.chunk.type for e in events]
+    deltas = [e.chunk for e in events if e.chunk.type is ChunkType.ASSISTANT_DELTA]
+    assert len(deltas) >= 2 and kinds[-1] is ChunkType.ASSISTANT_MESSAGE
+    assert kinds.index(ChunkType.ASSISTANT_DELTA) < kinds.index(ChunkType.ASSISTANT_MESSAGE)
+    assert "".join(d.token or "" for d in deltas) == answer_text == events[-1].chunk.content
+    # The first attempt failed before any token, so every delta comes from attempt 2 of one request.
+    assert {(d.metadata or {}).get("attempt") for d in deltas} == {2}
+    assert len({(d.metadata or {}).get("request_id") for d in deltas}) == 1
+    classification, *agent_requests = session.llm_requests()
+    assert "stream" not in classification or classification["stream"] is False
+    assert all(r["stream"] is True for r in agent_requests)
+
+
+async def test_streamed_tool_calls_arrive_whole(session: Session) -> None:
+    """Tool-call deltas are folded back into complete calls with their arguments."""
+    session.script(
+        classify("coder"),
+        call("write_file", "call_w1", preface="Writing it now.", path="src/app.py", content="print('hi')\n"),
+    )
+    chunks = await session.say("create src/app.py")
+    tool_call = final(chunks)
+    assert (tool_call.call_id, tool_call.arguments) == ("call_w1", {"path": "src/app.py", "content": "print('hi')\n"})
+    assert "".join(d.token or "" for d in session.deltas) == "Writing it now."
+
+
+async def test_error_text_is_never_streamed_as_tokens(session: Session) -> None:
+    """B2 in streaming mode: an "[Error] ..." answer produces no token events, only an error."""
+    session.script(classify("ask"), *[FakeReply(error_text="LiteLLM proxy unavailable") for _ in range(2)])
+    error = final(await session.say("hello"))
+    assert error.type is ChunkType.ERROR
+    assert session.deltas == []

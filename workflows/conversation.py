@@ -99,6 +99,7 @@ with workflow.unsafe.imports_passed_through():
 # Temporal owns LLM retries (the provider client has none): backoff for timeouts, 429 and 5xx; a 400 is final.
 LLM_RETRY_INITIAL = timedelta(seconds=1)
 LLM_RETRY_MAX_INTERVAL = timedelta(seconds=30)
+LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # Classification has a keyword fallback, so one retry is enough before falling back.
 CLASSIFICATION_MAX_ATTEMPTS = 2
 # Event log entries kept across continue-as-new; older offsets are served from the retained base.
@@ -669,6 +670,8 @@ class ConversationWorkflow:
             messages=[ChatMessage(role="system", content=agent.prompt), *self._history.for_llm()],
             tools=agent.tool_specs(),
             timeout_seconds=self._config.llm_timeout_seconds,
+            stream=self._config.llm_streaming,
+            request_id=self._new_id(),
         )
         try:
             return await self._call_llm(request, self._config.llm_max_attempts, f"{agent.type.value}: {request.model}")
@@ -680,7 +683,7 @@ class ConversationWorkflow:
         self._counters.llm_requests += 1
         record = LlmRequestRecord(
             session_id=self._session_id,
-            request_id=self._new_id(),
+            request_id=request.request_id or self._new_id(),
             purpose=request.purpose,
             agent=request.agent,
             model=request.model,
@@ -693,6 +696,8 @@ class ConversationWorkflow:
                 request,
                 # The activity's own HTTP timeout fires first; this bound only catches a stuck worker.
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds + 30),
+                # The activity heartbeats every few seconds, so a worker that died mid-call is noticed quickly.
+                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
                     initial_interval=LLM_RETRY_INITIAL,
                     maximum_interval=LLM_RETRY_MAX_INTERVAL,

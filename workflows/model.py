@@ -210,6 +210,9 @@ class OutstandingCall(_Model):
 
 class ChunkType(StrEnum):
     ASSISTANT_MESSAGE = "assistant_message"
+    # Live tokens while the LLM writes; `metadata.attempt` tells a retried call's tokens apart. The complete text
+    # follows as an `assistant_message` once it is stored, so clients that ignore deltas lose nothing.
+    ASSISTANT_DELTA = "assistant_delta"
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     AGENT_SWITCHED = "agent_switched"
@@ -290,6 +293,7 @@ class ConversationConfig(_Model):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
+    llm_streaming: bool = Field(default=True, description="Stream agent answers token by token to clients.")
     projection_enabled: bool = Field(
         default=False, description="Write the PostgreSQL projection (set when the runtime has a database)."
     )
@@ -397,6 +401,8 @@ class LlmRequest(_Model):
     tools: list[ToolSpec] = Field(default_factory=list)
     temperature: float | None = None
     timeout_seconds: float = 120.0
+    stream: bool = Field(default=False, description="Stream the answer and publish its tokens to the session.")
+    request_id: str = ""
 
 
 class LlmReply(_Model):
