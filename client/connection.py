@@ -7,13 +7,20 @@ API-key settings.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, TLSConfig
 
 from settings import Settings, TemporalSettings
+from workflows.model import SEARCH_ATTRIBUTES, ConversationConfig
+
+log = logging.getLogger("agent_runtime.connection")
 
 
 async def connect_client(settings: TemporalSettings | Settings, **kwargs: Any) -> Client:
@@ -58,3 +65,39 @@ def _tls(temporal: TemporalSettings) -> bool | TLSConfig | None:
     if temporal.tls:
         return True
     return None if temporal.api_key else False
+
+
+async def ensure_search_attributes(client: Client) -> bool:
+    """Register the runtime's custom search attributes in the client's namespace if they are missing.
+
+    Returns:
+        True when all of them are registered (now or before). False when the server refuses (no operator
+        permission, e.g. on Temporal Cloud without admin rights, or a server without the operator API): sessions
+        then run without search attributes, since setting an unregistered one would fail every workflow task.
+    """
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        missing = {key.name: key for key in SEARCH_ATTRIBUTES if key.name not in existing.custom_attributes}
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace,
+                    search_attributes={
+                        name: IndexedValueType.ValueType(SearchAttributeIndexedValueType(key.indexed_value_type))
+                        for name, key in missing.items()
+                    },
+                )
+            )
+    except RPCError as err:
+        log.warning("Search attributes unavailable (%s); sessions will not set them", err.message)
+        return False
+    return True
+
+
+async def session_config(client: Client, settings: Settings) -> ConversationConfig:
+    """The configuration new sessions start with: the settings, plus search attributes if they can be used."""
+    return settings.conversation_config().model_copy(
+        update={"search_attributes": await ensure_search_attributes(client)}
+    )

@@ -83,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         UserMessage,
     )
+    from workflows.observability import current_details, fingerprint, search_attribute_updates
     from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
     from workflows.routing import (
         CLASSIFICATION_SYSTEM_PROMPT,
@@ -147,6 +148,7 @@ class ConversationWorkflow:
         self._projecting = False
         self._projection_down = False
         self._answer_started_at = workflow.now()
+        self._published_attributes: tuple[tuple[str, str], ...] = ()
 
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
@@ -171,6 +173,7 @@ class ConversationWorkflow:
             self._last_activity = workflow.now()
             self._turns += 1
             self._project_session()
+            self._publish_observability()
 
     # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
 
@@ -765,12 +768,29 @@ class ConversationWorkflow:
     def _emit(self, type: ChunkType, **fields: Any) -> None:
         chunk = StreamChunk(type=type, session_id=self._session_id, **fields)
         self._events.publish(chunk)
+        if chunk.is_final:
+            self._publish_observability()
         self._project(
             EventRecord(session_id=self._session_id, event_id=self._new_id(), chunk=chunk, created_at=workflow.now())
         )
 
     def _new_id(self) -> str:
         return str(workflow.uuid4())
+
+    # --- what operators see in the Web UI ---
+
+    def _publish_observability(self) -> None:
+        """Refresh the Web UI's current details and, when registered, the search attributes (only on change)."""
+        pending = self.pending_approvals()
+        workflow.set_current_details(
+            current_details(self._status, self._agent, pending, self._open_calls(), len(self._inbox))
+        )
+        if not self._config.search_attributes:
+            return
+        updates = search_attribute_updates(self._status, self._agent, pending)
+        if fingerprint(updates) != self._published_attributes:
+            workflow.upsert_search_attributes(updates)
+            self._published_attributes = fingerprint(updates)
 
     # --- the PostgreSQL projection ---
 

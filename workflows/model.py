@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 # --- Names that are a persisted contract: changing one breaks running sessions and deployed gateways. ---
@@ -51,6 +52,22 @@ INVALID_INPUT_ERROR = "InvalidInput"
 LLM_REQUEST_REJECTED_ERROR = "LlmRequestRejected"
 LLM_UNAVAILABLE_ERROR = "LlmUnavailable"
 LLM_BAD_RESPONSE_ERROR = "LlmBadResponse"
+
+
+# Custom search attributes for the Temporal Web UI and visibility queries. They must be registered in the namespace
+# (the dev stack and the compose setup do it) before a session may set them; see ConversationConfig.search_attributes.
+PENDING_APPROVALS_ATTRIBUTE = SearchAttributeKey.for_int("AgentRuntimePendingApprovals")
+OLDEST_PENDING_APPROVAL_ATTRIBUTE = SearchAttributeKey.for_datetime("AgentRuntimeOldestPendingApproval")
+PENDING_TOOLS_ATTRIBUTE = SearchAttributeKey.for_keyword_list("AgentRuntimePendingTools")
+CURRENT_AGENT_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeCurrentAgent")
+SESSION_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeSessionStatus")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
+    PENDING_APPROVALS_ATTRIBUTE,
+    OLDEST_PENDING_APPROVAL_ATTRIBUTE,
+    PENDING_TOOLS_ATTRIBUTE,
+    CURRENT_AGENT_ATTRIBUTE,
+    SESSION_STATUS_ATTRIBUTE,
+)
 
 
 def workflow_id_for(session_id: str) -> str:
@@ -294,6 +311,9 @@ class ConversationConfig(_Model):
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
     llm_streaming: bool = Field(default=True, description="Stream agent answers token by token to clients.")
+    search_attributes: bool = Field(
+        default=False, description="Keep the custom search attributes current (only once they are registered)."
+    )
     projection_enabled: bool = Field(
         default=False, description="Write the PostgreSQL projection (set when the runtime has a database)."
     )

@@ -1,0 +1,96 @@
+"""What an operator sees in the Temporal Web UI: search attributes, current details, the stuck-approval filter.
+
+Runs on the Temporal dev server (real visibility), with the attributes registered the way the dev stack does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+
+from client.connection import ensure_search_attributes, session_config
+from client.conversation_client import ConversationClient
+from client.devstack import DevServer, start_dev_server
+from client.fake_llm import FakeLlmServer
+from client.visibility import stuck_approvals_query
+from settings import Settings, TemporalSettings
+from tests.support import Session, call, classify, final, text
+from worker import running_worker
+from workflows.model import (
+    CURRENT_AGENT_ATTRIBUTE,
+    PENDING_APPROVALS_ATTRIBUTE,
+    PENDING_TOOLS_ATTRIBUTE,
+    SESSION_STATUS_ATTRIBUTE,
+    workflow_id_for,
+)
+
+
+@pytest.fixture(scope="module")
+async def dev_server() -> AsyncIterator[DevServer]:
+    server = await start_dev_server(ui=False)
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+async def _matching(server: DevServer, query: str, expected: set[str], attempts: int = 50) -> set[str]:
+    """Visibility is eventually consistent: poll until the query returns the expected ids (or give up)."""
+    found: set[str] = set()
+    for _ in range(attempts):
+        found = {w.id async for w in server.client.list_workflows(query)}
+        if found == expected:
+            break
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def test_attributes_details_and_the_stuck_approval_filter(dev_server: DevServer, fake_llm: FakeLlmServer) -> None:
+    assert await ensure_search_attributes(dev_server.client) is True
+    assert await ensure_search_attributes(dev_server.client) is True  # registering twice is harmless
+    settings = Settings(
+        llm_proxy_url=fake_llm.base_url,
+        temporal=TemporalSettings(address=dev_server.target, task_queue=f"ui-{uuid.uuid4().hex[:8]}"),
+    )
+    config = await session_config(dev_server.client, settings)
+    assert config.search_attributes is True
+    async with running_worker(dev_server.client, settings):
+        client = ConversationClient(dev_server.client, task_queue=settings.temporal.task_queue, config=config)
+        stuck, fine = Session(client, fake_llm), Session(client, fake_llm)
+        stuck.script(classify("coder"), call("execute_command", "call_x1", command="dart analyze"))
+        final(await stuck.say("run dart analyze"))
+        fine.script(classify("ask"), text("Hello."))
+        final(await fine.say("hello"))
+
+        description = await client.handle(stuck.id).describe()
+        attributes = description.typed_search_attributes
+        assert attributes.get(PENDING_APPROVALS_ATTRIBUTE) == 1
+        assert attributes.get(PENDING_TOOLS_ATTRIBUTE) == ["execute_command"]
+        assert attributes.get(CURRENT_AGENT_ATTRIBUTE) == "coder"
+        assert attributes.get(SESSION_STATUS_ATTRIBUTE) == "awaiting_approval"
+        # The Web UI shows "current details" from the SDK's built-in metadata query.
+        metadata = await client.handle(stuck.id).query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        details = metadata.current_details
+        assert "**Session awaiting approval** · agent `coder`" in details
+        assert 'approval for `execute_command` (command="dart analyze")' in details and "call_x1" in details
+
+        # The README's filter: approvals pending longer than N minutes. Nothing is that old yet...
+        assert await _matching(dev_server, stuck_approvals_query(timedelta(minutes=15)), set(), attempts=3) == set()
+        # ...but seen from 20 minutes in the future the parked session is stuck, and only that one.
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        query = stuck_approvals_query(timedelta(minutes=15), now=later)
+        assert await _matching(dev_server, query, {workflow_id_for(stuck.id)}) == {workflow_id_for(stuck.id)}
+
+        await stuck.decide("call_x1", "approve")
+        final(await stuck.events())
+        stuck.script(text("No issues."))
+        await stuck.result("call_x1", {"exit_code": 0})
+        final(await stuck.events())
+        assert await _matching(dev_server, query, set()) == set()
+        settled = (await client.handle(stuck.id).describe()).typed_search_attributes
+        assert settled.get(PENDING_APPROVALS_ATTRIBUTE) == 0 and settled.get(SESSION_STATUS_ATTRIBUTE) == "idle"
