@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -23,6 +24,8 @@ from workflows.conversation import ConversationWorkflow
 from workflows.selfcheck import check_consistency
 
 log = logging.getLogger("agent_runtime.worker")
+
+STICKY_SCHEDULE_TO_START_TIMEOUT = timedelta(seconds=1)
 
 
 @contextlib.asynccontextmanager
@@ -41,6 +44,9 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             task_queue=settings.temporal.task_queue,
             workflows=[ConversationWorkflow],
             activities=[llm.chat_completion],
+            # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
+            # an approval click that seems to hang after a restart. A cache miss only costs a replay.
+            sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START_TIMEOUT,
         )
         async with worker:
             log.info("Worker polling task queue %r", settings.temporal.task_queue)

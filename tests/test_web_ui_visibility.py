@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from client.connection import ensure_search_attributes, session_config
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer, start_dev_server
+from client.devstack import DevServer
 from client.fake_llm import FakeLlmServer
 from client.visibility import stuck_approvals_query
 from settings import Settings, TemporalSettings
@@ -28,15 +26,6 @@ from workflows.model import (
     SESSION_STATUS_ATTRIBUTE,
     workflow_id_for,
 )
-
-
-@pytest.fixture(scope="module")
-async def dev_server() -> AsyncIterator[DevServer]:
-    server = await start_dev_server(ui=False)
-    try:
-        yield server
-    finally:
-        await server.shutdown()
 
 
 async def _matching(server: DevServer, query: str, expected: set[str], attempts: int = 50) -> set[str]:

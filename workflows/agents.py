@@ -77,8 +77,9 @@ AGENTS: dict[AgentType, Agent] = {
             prompt=(
                 "You are the architect agent of an IDE assistant. You design, plan and document. Explore the code "
                 "with `read_file`, `list_files` and `search_in_code`; you may write markdown (.md) files only, "
-                "with `write_file`. When the work needs code changes or commands, hand over with `switch_mode`. "
-                + _FINISH
+                "with `write_file`. For work of several steps, propose a plan with `create_plan`: subtasks for the "
+                "coder, debug or ask agents, with dependencies; the user approves it and the subtasks then run in "
+                "order. For a single change, hand over with `switch_mode`. " + _FINISH
             ),
             allowed_tools=(
                 "read_file",
@@ -88,6 +89,7 @@ AGENTS: dict[AgentType, Agent] = {
                 "attempt_completion",
                 "ask_followup_question",
                 "switch_mode",
+                "create_plan",
             ),
             write_path_patterns=(r".*\.md",),
             write_path_hint="Architect agent can only create/edit markdown (.md) files",

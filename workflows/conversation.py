@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -42,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
         INVALID_INPUT_ERROR,
         LLM_REQUEST_REJECTED_ERROR,
         PENDING_APPROVALS_QUERY,
+        PLAN_DECISION_SIGNAL,
+        PLAN_DECISION_UPDATE,
         RECORD_PROJECTION_ACTIVITY,
         STATE_QUERY,
         SWITCH_AGENT_SIGNAL,
@@ -71,12 +75,18 @@ with workflow.unsafe.imports_passed_through():
         MessageRecord,
         OutstandingCall,
         PendingApproval,
+        Plan,
+        PlanDecision,
+        PlanDecisionKind,
+        PlanRecord,
+        PlanStatus,
         ProjectionBatch,
         ProjectionRecord,
         SessionRecord,
         SessionState,
         SessionStatus,
         StreamChunk,
+        SubtaskStatus,
         SwitchAgent,
         ToolCall,
         ToolCallRecord,
@@ -84,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
         UserMessage,
     )
     from workflows.observability import current_details, fingerprint, search_attribute_updates
+    from workflows.plans import PlanError, block_dependants, next_subtask, parse_plan, subtask_instruction, summary
     from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
     from workflows.routing import (
         CLASSIFICATION_SYSTEM_PROMPT,
@@ -144,6 +155,8 @@ class ConversationWorkflow:
         self._status = SessionStatus.IDLE
         self._stream = WorkflowStream(input.stream_state)
         self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
+        self._plans: list[Plan] = list(carried.plans)
+        self._plan_decisions: dict[str, PlanDecision] = {}
         self._outbox: list[ProjectionRecord] = list(carried.unprojected)
         self._projecting = False
         self._projection_down = False
@@ -225,6 +238,18 @@ class ConversationWorkflow:
     def _validate_switch_agent(self, request: SwitchAgent) -> None:
         self._check_switch(request)
 
+    @workflow.signal(name=PLAN_DECISION_SIGNAL)
+    def plan_decision(self, decision: PlanDecision) -> None:
+        self._record_quietly(self._check_plan_decision, self._accept_plan_decision, decision)
+
+    @workflow.update(name=PLAN_DECISION_UPDATE)
+    def submit_plan_decision(self, decision: PlanDecision) -> InputReceipt:
+        return self._accept_plan_decision(decision)
+
+    @submit_plan_decision.validator
+    def _validate_plan_decision(self, decision: PlanDecision) -> None:
+        self._check_plan_decision(decision)
+
     # --- queries ---
 
     @workflow.query(name=STATE_QUERY)
@@ -239,6 +264,7 @@ class ConversationWorkflow:
             message_count=len(self._history),
             switches=self._switches,
             counters=self._counters,
+            plans=self._plans,
             created_at=self._created_at,
             last_activity=self._last_activity,
             run=self._run,
@@ -301,6 +327,9 @@ class ConversationWorkflow:
     def _check_tool_result(self, result: ToolResult) -> None:
         if not self._history.has_call(result.call_id):
             raise _unknown_call(result.call_id)
+        runtime_call = next((c for c in self._history.open_calls if c.id == result.call_id), None)
+        if runtime_call is not None and CATALOGUE[runtime_call.name].executor is Executor.RUNTIME:
+            raise _invalid(f"call {result.call_id} ({runtime_call.name}) is executed by the runtime, not the IDE")
 
     def _accept_tool_result(self, result: ToolResult) -> InputReceipt:
         if not self._history.is_open(result.call_id) or result.call_id in self._results:
@@ -314,6 +343,8 @@ class ConversationWorkflow:
             if self._history.has_call(decision.call_id):
                 raise _invalid(f"call {decision.call_id} does not wait for approval")
             raise _unknown_call(decision.call_id)
+        if approval.request_type == "plan":
+            raise _invalid(f"approval {approval.request_id} is a plan approval: send a plan_decision")
         earlier = self._decisions.get(decision.call_id)
         if approval.status is ApprovalStatus.PENDING and earlier is None:
             return
@@ -333,6 +364,40 @@ class ConversationWorkflow:
         if approval.status is not ApprovalStatus.PENDING or decision.call_id in self._decisions:
             return InputReceipt(duplicate=True, detail=f"approval {decision.call_id} is already decided")
         self._decisions[decision.call_id] = decision
+        return InputReceipt()
+
+    def _plan_approval(self, request_id: str) -> PendingApproval | None:
+        return next(
+            (a for a in self._approvals.values() if a.request_type == "plan" and a.request_id == request_id), None
+        )
+
+    def _check_plan_decision(self, decision: PlanDecision) -> None:
+        approval = self._plan_approval(decision.approval_request_id)
+        if approval is None:
+            raise ApplicationError(
+                f"unknown approval_request_id {decision.approval_request_id!r} in this session",
+                type=UNKNOWN_CALL_ID_ERROR,
+                non_retryable=True,
+            )
+        earlier = self._plan_decisions.get(decision.approval_request_id)
+        if approval.status is ApprovalStatus.PENDING and earlier is None:
+            return
+        settled_as = earlier.decision if earlier else approval.decision
+        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
+            return
+        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
+        raise ApplicationError(
+            f"plan approval {decision.approval_request_id} is already {outcome}",
+            type=APPROVAL_ALREADY_RESOLVED_ERROR,
+            non_retryable=True,
+        )
+
+    def _accept_plan_decision(self, decision: PlanDecision) -> InputReceipt:
+        approval = self._plan_approval(decision.approval_request_id)
+        assert approval is not None  # checked by the validator
+        if approval.status is not ApprovalStatus.PENDING or decision.approval_request_id in self._plan_decisions:
+            return InputReceipt(duplicate=True, detail=f"plan approval {approval.request_id} is already decided")
+        self._plan_decisions[decision.approval_request_id] = decision
         return InputReceipt()
 
     def _check_switch(self, request: SwitchAgent) -> None:
@@ -356,7 +421,8 @@ class ConversationWorkflow:
             self._emit(ChunkType.STATUS, content=f"Current agent: {self._agent.value}", is_final=True)
             return
         self._history.add_user(message.content, message_id=self._new_id(), at=workflow.now())
-        await self._run_turn()
+        if await self._run_turn() is TurnEnd.PLAN_APPROVED:
+            await self._execute_plan(self._plans[-1])
 
     def _on_switch_request(self, request: SwitchAgent) -> None:
         self._switch_explicitly(request.agent_type, request.reason or "Requested by the user", final=True)
@@ -371,16 +437,19 @@ class ConversationWorkflow:
                 is_final=final,
             )
 
-    async def _run_turn(self) -> None:
-        """Route if needed, then call the LLM and run its tool calls until it answers or a stop applies."""
+    async def _run_turn(self, *, last_word: bool = True) -> TurnEnd:
+        """Route if needed, then call the LLM and run its tool calls until it answers or a stop applies.
+
+        `last_word` is False inside a plan: the subtask's answer is then not a wait point, the plan goes on.
+        """
         budget = _Budget(self._config.tool_call_budget)
         while True:
             if self._agent is AgentType.ORCHESTRATOR:
                 await self._route(self._history.last_user_text())
             agent = AGENTS[self._agent]
-            reply = await self._complete(agent)
+            reply = await self._complete(agent, last_word=last_word)
             if reply is None:
-                return
+                return TurnEnd.FAILED
             calls = unique_call_ids(reply.tool_calls, self._history, salt=self._new_id()[:8])
             # The assistant message is in the history before any tool_call leaves the runtime (I7).
             self._answer_started_at = workflow.now()
@@ -388,36 +457,49 @@ class ConversationWorkflow:
                 reply.content, calls, agent=agent.type, message_id=self._new_id(), at=workflow.now()
             )
             if not calls:
-                self._emit(ChunkType.ASSISTANT_MESSAGE, content=reply.content, token=reply.content, is_final=True)
-                return
+                self._emit(ChunkType.ASSISTANT_MESSAGE, content=reply.content, token=reply.content, is_final=last_word)
+                return TurnEnd.ANSWERED
             if reply.content:
                 self._emit(ChunkType.ASSISTANT_MESSAGE, content=reply.content, token=reply.content)
-            final_text = await self._run_tool_calls(agent, calls, budget)
+            round_ = await self._run_tool_calls(agent, calls, budget)
+            if round_.plan_end is not None:
+                return round_.plan_end
+            end, final_text = (TurnEnd.QUESTION if round_.question else TurnEnd.ANSWERED), round_.final_text
             if budget.exhausted:
                 self._counters.budget_stops += 1
-                final_text = tool_messages.budget_stop_message(budget.limit)
+                end, final_text = TurnEnd.BUDGET, tool_messages.budget_stop_message(budget.limit)
             if final_text is not None:
                 self._history.add_assistant(
                     final_text, [], agent=agent.type, message_id=self._new_id(), at=workflow.now()
                 )
-                self._emit(ChunkType.ASSISTANT_MESSAGE, content=final_text, token=final_text, is_final=True)
-                return
+                # A follow-up question always waits for the user, inside a plan too.
+                final = last_word or end is TurnEnd.QUESTION
+                self._emit(ChunkType.ASSISTANT_MESSAGE, content=final_text, token=final_text, is_final=final)
+                return end
 
-    async def _run_tool_calls(self, agent: Agent, calls: list[ToolCall], budget: _Budget) -> str | None:
-        """Close every call of one assistant message, in order. Returns the turn's final text, if a tool gave one."""
-        final_text: str | None = None
+    async def _run_tool_calls(self, agent: Agent, calls: list[ToolCall], budget: _Budget) -> _ToolRound:
+        """Close every call of one assistant message, in order, and say how the turn goes on."""
+        round_ = _ToolRound()
         for call in calls:
             if not budget.take():
                 self._close_call(call, tool_messages.over_budget(budget.limit), outcome="over_budget")
                 continue
             refusal = check_tool_call(agent, call)
+            if refusal is None and call.name == "create_plan" and round_.plan_proposed:
+                refusal = "one plan per answer: wait for the decision on the first one"
             if refusal is not None:
                 self._close_call(call, tool_messages.refused(refusal), outcome="refused", emit=True)
+            elif call.name == "create_plan":
+                round_.plan_proposed = True
+                round_.plan_end = await self._propose_plan(agent, call)
             elif CATALOGUE[call.name].executor is Executor.RUNTIME:
-                final_text = self._run_runtime_tool(call) or final_text
+                text = self._run_runtime_tool(call)
+                if text is not None:
+                    round_.final_text = text
+                    round_.question = call.name == "ask_followup_question"
             else:
                 await self._run_ide_tool(agent, call)
-        return final_text
+        return round_
 
     def _run_runtime_tool(self, call: ToolCall) -> str | None:
         """Tools the workflow executes itself. Returns the turn's final text for the completion tools."""
@@ -555,7 +637,7 @@ class ConversationWorkflow:
         status: ApprovalStatus,
         *,
         decided_by: str = "hitl_decision",
-        decision: Decision | None = None,
+        decision: Decision | PlanDecisionKind | None = None,
         feedback: str | None = None,
         edited: dict[str, Any] | None = None,
     ) -> None:
@@ -591,6 +673,181 @@ class ConversationWorkflow:
                 error=content if content.startswith("Error:") else None,
                 metadata={"outcome": outcome},
             )
+
+    # --- plans: one approval, then subtasks in dependency order, each by its agent ---
+
+    async def _propose_plan(self, agent: Agent, call: ToolCall) -> TurnEnd | None:
+        """The architect's create_plan: validate, ask for the one plan approval, and act on the decision.
+
+        Returns how the turn ends (plan approved or rejected), or None when the LLM should go on (invalid plan,
+        modification requested, approval expired) - it then learns why from the call's tool message.
+        """
+        now = workflow.now()
+        try:
+            plan = parse_plan(
+                call.arguments, plan_id=self._new_id(), available=self._agents, call_id=call.id, created_at=now
+            )
+        except PlanError as err:
+            self._close_call(call, tool_messages.refused(str(err)), outcome="refused", emit=True)
+            return None
+        self._plans.append(plan)
+        timeout_seconds = evaluate(self._policy, call.name, call.arguments).timeout_seconds
+        approval = PendingApproval(
+            request_id=plan.approval_request_id,
+            request_type="plan",
+            session_id=self._session_id,
+            call_id=call.id,
+            tool_name=call.name,
+            subject=plan.title[:100],
+            arguments=summary(plan) | {"plan_id": plan.plan_id},
+            reason="Every plan needs the user's approval before it runs",
+            agent=agent.type,
+            created_at=now,
+            expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
+        )
+        self._approvals[call.id] = approval
+        self._project(ApprovalRecord(approval=approval))
+        self._project_plan(plan)
+        self._outstanding[call.id] = OutstandingCall(
+            call_id=call.id,
+            tool_name=call.name,
+            arguments=call.arguments,
+            agent=agent.type,
+            status=CallStatus.AWAITING_APPROVAL,
+            since=now,
+        )
+        self._status = SessionStatus.AWAITING_APPROVAL
+        await self._persist_before_wait_point()
+        self._emit(
+            ChunkType.PLAN_APPROVAL_REQUIRED,
+            content=f"Plan '{plan.title}' ({len(plan.subtasks)} subtasks) needs your approval",
+            call_id=call.id,
+            tool_name=call.name,
+            approval_request_id=plan.approval_request_id,
+            plan_id=plan.plan_id,
+            plan_summary=summary(plan),
+            requires_approval=True,
+            is_final=True,
+        )
+        request_id = plan.approval_request_id
+        arrived = await self._wait(lambda: request_id in self._plan_decisions, timeout_seconds)
+        decision = self._plan_decisions.pop(request_id, None)
+        if not arrived or decision is None:
+            self._settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
+            self._update_plan(plan, PlanStatus.EXPIRED)
+            self._close_call(call, tool_messages.approval_expired(call.name, timeout_seconds or 0), "expired", True)
+            return None
+        status = ApprovalStatus.APPROVED if decision.decision is PlanDecisionKind.APPROVE else ApprovalStatus.REJECTED
+        self._settle(
+            approval, status, decided_by="plan_decision", decision=decision.decision, feedback=decision.feedback
+        )
+        plan.feedback = decision.feedback
+        match decision.decision:
+            case PlanDecisionKind.APPROVE:
+                self._update_plan(plan, PlanStatus.IN_PROGRESS)
+                self._close_call(call, tool_messages.plan_approved(len(plan.subtasks)), outcome="completed")
+                return TurnEnd.PLAN_APPROVED
+            case PlanDecisionKind.REJECT:
+                self._update_plan(plan, PlanStatus.REJECTED)
+                self._close_call(call, tool_messages.rejected(call.name, decision.feedback), outcome="rejected")
+                self._emit(
+                    ChunkType.PLAN_REJECTED,
+                    content=f"Plan '{plan.title}' was rejected",
+                    plan_id=plan.plan_id,
+                    approval_request_id=request_id,
+                    metadata={"feedback": decision.feedback} if decision.feedback else None,
+                    is_final=True,
+                )
+                return TurnEnd.PLAN_REJECTED
+            case PlanDecisionKind.MODIFY:
+                self._update_plan(plan, PlanStatus.MODIFICATION_REQUESTED)
+                self._close_call(call, tool_messages.plan_changes_requested(decision.feedback), outcome="rejected")
+                self._emit(
+                    ChunkType.PLAN_MODIFICATION_REQUESTED,
+                    content=f"Revising plan '{plan.title}'",
+                    plan_id=plan.plan_id,
+                    approval_request_id=request_id,
+                    metadata={"feedback": decision.feedback} if decision.feedback else None,
+                )
+                return None
+
+    async def _execute_plan(self, plan: Plan) -> None:
+        """Run the approved plan's subtasks in dependency order. A tool approval or a follow-up question inside a
+        subtask parks that subtask and resumes it exactly there: nothing re-routes or re-plans (bug B7)."""
+        self._emit(
+            ChunkType.STATUS,
+            content=f"Executing plan '{plan.title}': {len(plan.subtasks)} subtasks",
+            plan_id=plan.plan_id,
+        )
+        while (subtask := next_subtask(plan)) is not None:
+            subtask.status = SubtaskStatus.IN_PROGRESS
+            self._project_plan(plan)
+            self._emit(
+                ChunkType.STATUS,
+                content=f"Subtask {subtask.index + 1}/{len(plan.subtasks)}: {subtask.title} ({subtask.agent.value})",
+                plan_id=plan.plan_id,
+                metadata={"subtask_index": subtask.index, "status": subtask.status.value},
+            )
+            self._switch_to(subtask.agent, f"Plan subtask {subtask.index + 1}: {subtask.title}", source="plan")
+            self._history.add_user(
+                subtask_instruction(plan, subtask), message_id=self._new_id(), at=workflow.now(), name="plan"
+            )
+            end = await self._run_turn(last_word=False)
+            while end is TurnEnd.QUESTION:
+                answer = await self._next_user_message()
+                self._history.add_user(answer.content, message_id=self._new_id(), at=workflow.now())
+                end = await self._run_turn(last_word=False)
+            if end is TurnEnd.ANSWERED:
+                subtask.status, subtask.result = SubtaskStatus.DONE, self._history.messages[-1].content
+            else:
+                subtask.status, subtask.error = SubtaskStatus.FAILED, _SUBTASK_FAILURES[end]
+            self._project_plan(plan)
+            self._emit(
+                ChunkType.SUBTASK_COMPLETED,
+                content=f"Subtask {subtask.index + 1} {subtask.status.value}: {subtask.title}",
+                plan_id=plan.plan_id,
+                error=subtask.error,
+                metadata={"subtask_index": subtask.index, "status": subtask.status.value, "result": subtask.result},
+            )
+        block_dependants(plan)
+        done = [s for s in plan.subtasks if s.status is SubtaskStatus.DONE]
+        failed = len(done) < len(plan.subtasks)
+        self._update_plan(plan, PlanStatus.FAILED if failed else PlanStatus.COMPLETED)
+        lines = [
+            f"- {s.index + 1}. {s.title}: {s.status.value}" + (f" ({s.error})" if s.error else "")
+            for s in plan.subtasks
+        ]
+        verdict = f"failed: {len(done)} of {len(plan.subtasks)} subtasks done" if failed else "completed"
+        self._emit(
+            ChunkType.EXECUTION_COMPLETED,
+            content=f"Plan '{plan.title}' {verdict}\n" + "\n".join(lines),
+            plan_id=plan.plan_id,
+            plan_summary=summary(plan),
+            error=verdict if failed else None,
+            is_final=True,
+        )
+
+    async def _next_user_message(self) -> UserMessage:
+        """Inside a plan, the answer to a follow-up question: the next user message (explicit switches apply)."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._inbox))
+            item = self._inbox.popleft()
+            if isinstance(item, SwitchAgent):
+                self._on_switch_request(item)
+                continue
+            if item.agent_type is not None:
+                self._switch_explicitly(item.agent_type, "Requested with the user message", final=False)
+            if item.content.strip():
+                return item
+
+    def _update_plan(self, plan: Plan, status: PlanStatus) -> None:
+        plan.status = status
+        self._project_plan(plan)
+
+    def _project_plan(self, plan: Plan) -> None:
+        self._project(
+            PlanRecord(session_id=self._session_id, plan=plan.model_copy(deep=True), updated_at=workflow.now())
+        )
 
     # --- routing and agents ---
 
@@ -664,7 +921,7 @@ class ConversationWorkflow:
 
     # --- the LLM ---
 
-    async def _complete(self, agent: Agent) -> LlmReply | None:
+    async def _complete(self, agent: Agent, *, last_word: bool = True) -> LlmReply | None:
         """One agent step; a failure becomes an `error` event and leaves the history untouched (I3, B2)."""
         request = LlmRequest(
             session_id=self._session_id,
@@ -679,7 +936,7 @@ class ConversationWorkflow:
         try:
             return await self._call_llm(request, self._config.llm_max_attempts, f"{agent.type.value}: {request.model}")
         except ActivityError as err:
-            self._emit(ChunkType.ERROR, content=_error_text(err), error=_error_text(err), is_final=True)
+            self._emit(ChunkType.ERROR, content=_error_text(err), error=_error_text(err), is_final=last_word)
             return None
 
     async def _call_llm(self, request: LlmRequest, max_attempts: int, summary: str) -> LlmReply:
@@ -751,9 +1008,7 @@ class ConversationWorkflow:
         """
         self._status = SessionStatus.AWAITING_APPROVAL if requires_approval else SessionStatus.AWAITING_TOOL_RESULT
         self._project_tool_call(ToolCall(id=call_id, name=name, arguments=arguments))
-        self._project_session()
-        if self._projecting:
-            await workflow.wait_condition(lambda: not self._outbox or self._projection_down)
+        await self._persist_before_wait_point()
         self._emit(
             ChunkType.TOOL_CALL,
             call_id=call_id,
@@ -776,6 +1031,12 @@ class ConversationWorkflow:
 
     def _new_id(self) -> str:
         return str(workflow.uuid4())
+
+    async def _persist_before_wait_point(self) -> None:
+        """Drain the projection before a wait point is announced, unless the database is known to be down."""
+        self._project_session()
+        if self._projecting:
+            await workflow.wait_condition(lambda: not self._outbox or self._projection_down)
 
     # --- what operators see in the Web UI ---
 
@@ -870,6 +1131,7 @@ class ConversationWorkflow:
             switches=self._switches,
             seen_message_ids=sorted(self._seen_message_ids)[-MESSAGE_IDS_KEPT_ON_CONTINUE:],
             queued_inputs=list(self._inbox),
+            plans=self._plans,
             counters=self._counters,
             created_at=self._created_at,
             runs=self._run + 1,
@@ -885,6 +1147,35 @@ class ConversationWorkflow:
                 )
             ]
         )
+
+
+class TurnEnd(StrEnum):
+    """How an agent turn ended; a plan uses it to mark its subtask."""
+
+    ANSWERED = "answered"
+    QUESTION = "question"
+    FAILED = "failed"
+    BUDGET = "budget"
+    PLAN_APPROVED = "plan_approved"
+    PLAN_REJECTED = "plan_rejected"
+
+
+_SUBTASK_FAILURES = {
+    TurnEnd.FAILED: "the LLM call failed",
+    TurnEnd.BUDGET: "stopped at the tool-call budget",
+    TurnEnd.PLAN_APPROVED: "a subtask cannot start a plan",
+    TurnEnd.PLAN_REJECTED: "a subtask cannot start a plan",
+}
+
+
+@dataclass
+class _ToolRound:
+    """What the tool calls of one assistant message decided about the turn."""
+
+    final_text: str | None = None
+    question: bool = False
+    plan_proposed: bool = False
+    plan_end: TurnEnd | None = None
 
 
 class _Budget:

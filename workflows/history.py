@@ -62,8 +62,9 @@ class ConversationHistory:
 
     # --- appending ---
 
-    def add_user(self, content: str, *, message_id: str, at: datetime) -> ChatMessage:
-        return self._append(ChatMessage(role="user", content=content, message_id=message_id, created_at=at))
+    def add_user(self, content: str, *, message_id: str, at: datetime, name: str | None = None) -> ChatMessage:
+        """A user turn; `name` marks one the runtime wrote on the user's behalf (a plan's subtask instruction)."""
+        return self._append(ChatMessage(role="user", content=content, name=name, message_id=message_id, created_at=at))
 
     def add_assistant(
         self, content: str, tool_calls: list[ToolCall], *, agent: AgentType, message_id: str, at: datetime

@@ -30,10 +30,12 @@ USER_MESSAGE_SIGNAL = "user_message"
 TOOL_RESULT_SIGNAL = "tool_result"
 HITL_DECISION_SIGNAL = "hitl_decision"
 SWITCH_AGENT_SIGNAL = "switch_agent"
+PLAN_DECISION_SIGNAL = "plan_decision"
 USER_MESSAGE_UPDATE = "submit_user_message"
 TOOL_RESULT_UPDATE = "submit_tool_result"
 HITL_DECISION_UPDATE = "submit_hitl_decision"
 SWITCH_AGENT_UPDATE = "submit_switch_agent"
+PLAN_DECISION_UPDATE = "submit_plan_decision"
 STATE_QUERY = "state"
 HISTORY_QUERY = "history"
 PENDING_APPROVALS_QUERY = "pending_approvals"
@@ -156,6 +158,20 @@ class HitlDecision(_Model):
         return self
 
 
+class PlanDecisionKind(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    MODIFY = "modify"
+
+
+class PlanDecision(_Model):
+    """A human's decision on a proposed plan; `modify` sends the feedback back to the architect."""
+
+    approval_request_id: str = Field(min_length=1)
+    decision: PlanDecisionKind
+    feedback: str | None = None
+
+
 class SwitchAgent(_Model):
     """An explicit request to hand the conversation to another agent."""
 
@@ -199,8 +215,8 @@ class PendingApproval(_Model):
     created_at: datetime
     expires_at: datetime | None = None
     decided_at: datetime | None = None
-    decided_by: Literal["hitl_decision", "tool_result", "expiry"] | None = None
-    decision: Decision | None = None
+    decided_by: Literal["hitl_decision", "tool_result", "expiry", "plan_decision"] | None = None
+    decision: Decision | PlanDecisionKind | None = None
     feedback: str | None = None
 
 
@@ -235,6 +251,11 @@ class ChunkType(StrEnum):
     AGENT_SWITCHED = "agent_switched"
     ERROR = "error"
     STATUS = "status"
+    PLAN_APPROVAL_REQUIRED = "plan_approval_required"
+    PLAN_REJECTED = "plan_rejected"
+    PLAN_MODIFICATION_REQUESTED = "plan_modification_requested"
+    SUBTASK_COMPLETED = "subtask_completed"
+    EXECUTION_COMPLETED = "execution_completed"
 
 
 class StreamChunk(_Model):
@@ -256,6 +277,53 @@ class StreamChunk(_Model):
     metadata: dict[str, Any] | None = None
     session_id: str | None = None
     approval_request_id: str | None = None
+    plan_id: str | None = None
+    plan_summary: dict[str, Any] | None = None
+
+
+# --- Plans (workflows/plans.py) ---
+
+
+class SubtaskStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class PlanStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    REJECTED = "rejected"
+    MODIFICATION_REQUESTED = "modification_requested"
+    EXPIRED = "expired"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Subtask(_Model):
+    index: int
+    title: str
+    description: str
+    agent: AgentType
+    estimated_time_minutes: int
+    dependencies: list[int] = Field(default_factory=list)
+    status: SubtaskStatus = SubtaskStatus.PENDING
+    result: str | None = None
+    error: str | None = None
+
+
+class Plan(_Model):
+    plan_id: str
+    title: str
+    description: str
+    call_id: str
+    approval_request_id: str
+    created_at: datetime
+    subtasks: list[Subtask]
+    status: PlanStatus = PlanStatus.PENDING_APPROVAL
+    feedback: str | None = None
 
 
 # --- Approval policy (one policy, evaluated in the workflow; see workflows/policy.py) ---
@@ -336,7 +404,7 @@ class AgentSwitchRecord(_Model):
     reason: str
     switched_at: datetime
     confidence: str | None = None
-    source: Literal["classification", "switch_mode", "explicit", "single_agent"] = "explicit"
+    source: Literal["classification", "switch_mode", "explicit", "single_agent", "plan"] = "explicit"
 
 
 class SessionCounters(_Model):
@@ -362,6 +430,7 @@ class CarriedState(_Model):
     switches: list[AgentSwitchRecord] = Field(default_factory=list)
     seen_message_ids: list[str] = Field(default_factory=list)
     queued_inputs: list[UserMessage | SwitchAgent] = Field(default_factory=list)
+    plans: list[Plan] = Field(default_factory=list)
     counters: SessionCounters = Field(default_factory=SessionCounters)
     created_at: datetime | None = None
     runs: int = Field(default=1, description="How many workflow runs this session has had (continue-as-new chain).")
@@ -394,6 +463,7 @@ class SessionState(_Model):
     message_count: int
     switches: list[AgentSwitchRecord]
     counters: SessionCounters
+    plans: list[Plan] = Field(default_factory=list)
     created_at: datetime | None = None
     last_activity: datetime | None = None
     run: int = 1
@@ -506,6 +576,15 @@ class LlmRequestRecord(_Model):
     created_at: datetime
 
 
+class PlanRecord(_Model):
+    """A plan with its subtasks as they are now; upserted by plan id."""
+
+    kind: Literal["plan"] = "plan"
+    session_id: str
+    plan: Plan
+    updated_at: datetime
+
+
 class EventRecord(_Model):
     """One stream event, for the audit log."""
 
@@ -517,7 +596,14 @@ class EventRecord(_Model):
 
 
 ProjectionRecord = Annotated[
-    SessionRecord | MessageRecord | ToolCallRecord | ApprovalRecord | AgentSwitchRow | LlmRequestRecord | EventRecord,
+    SessionRecord
+    | MessageRecord
+    | ToolCallRecord
+    | ApprovalRecord
+    | AgentSwitchRow
+    | LlmRequestRecord
+    | PlanRecord
+    | EventRecord,
     Field(discriminator="kind"),
 ]
 

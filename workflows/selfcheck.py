@@ -11,7 +11,7 @@ from workflows.agents import AGENTS, tool_names_in_prompt
 from workflows.model import AgentType, ApprovalPolicy
 from workflows.policy import rule_names_tool
 from workflows.routing import LABELS
-from workflows.tools import CATALOGUE, Executor
+from workflows.tools import APPROVAL_GATED_RUNTIME_TOOLS, CATALOGUE, Executor
 
 
 class InconsistentCatalogueError(RuntimeError):
@@ -33,10 +33,11 @@ def find_problems(policy: ApprovalPolicy) -> list[str]:
             for name in sorted(tool_names_in_prompt(agent.prompt))
             if name not in agent.allowed_tools
         ]
+    gated = [t.name for t in CATALOGUE.values() if t.executor is Executor.IDE or t.name in APPROVAL_GATED_RUNTIME_TOOLS]
     problems += [
-        f"approval rule '{rule.pattern}' matches no IDE tool of the catalogue"
+        f"approval rule '{rule.pattern}' matches no tool that can wait for approval"
         for rule in policy.rules
-        if not any(rule_names_tool(rule, t.name) for t in CATALOGUE.values() if t.executor is Executor.IDE)
+        if not any(rule_names_tool(rule, name) for name in gated)
     ]
     switch_modes = CATALOGUE["switch_mode"].spec.parameters["properties"]["mode"]["enum"]
     problems += [

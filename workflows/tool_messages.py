@@ -55,3 +55,14 @@ def followup_text(question: str, suggestions: list[str]) -> str:
     if not suggestions:
         return question
     return question + "\n" + "\n".join(f"- {s}" for s in suggestions)
+
+
+def plan_approved(subtasks: int) -> str:
+    return f"The user approved the plan; its {subtasks} subtasks now run in order, each by its agent."
+
+
+def plan_changes_requested(feedback: str | None) -> str:
+    return (
+        f"The user asked for changes to the plan: {feedback or 'no details given'}. "
+        "Revise the plan and call create_plan again."
+    )

@@ -144,8 +144,41 @@ CATALOGUE: dict[str, Tool] = {
             },
             ["question", "suggestions"],
         ),
+        _tool(
+            "create_plan",
+            "Propose a plan of subtasks for the user to approve; once approved, each subtask is executed by its "
+            "agent in dependency order.",
+            Executor.RUNTIME,
+            {
+                "title": _STR,
+                "description": _STR,
+                "subtasks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "title": _STR,
+                            "description": _STR,
+                            "agent": {"type": "string", "enum": ["coder", "debug", "ask"]},
+                            "estimated_time_minutes": {"type": "integer", "minimum": 1},
+                            "dependencies": {
+                                "type": "array",
+                                "items": {"type": "integer", "minimum": 0},
+                                "description": "indices of subtasks that must finish first",
+                            },
+                        },
+                        "required": ["title", "description", "agent", "estimated_time_minutes"],
+                    },
+                },
+            },
+            ["title", "description", "subtasks"],
+        ),
     ]
 }
+
+# Runtime tools whose result waits for a human (the plan approval) instead of being written at once.
+APPROVAL_GATED_RUNTIME_TOOLS = frozenset({"create_plan"})
 
 
 def missing_required_arguments(tool: Tool, arguments: dict[str, Any]) -> list[str]:
