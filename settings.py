@@ -105,6 +105,36 @@ class ApprovalSettings(BaseModel):
     rules: list[ApprovalRule] | None = None
 
 
+class ApiSettings(BaseModel):
+    """Where `agent-runtime api` listens (`AGENT_RUNTIME__API__*`); `--host`/`--port` win over these.
+
+    Attributes:
+        host: Interface to bind.
+        port: TCP port (the original Agent Runtime's is 8001, which the gateway expects).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8001, ge=1, le=65535)
+
+
+class OtelSettings(BaseModel):
+    """OpenTelemetry (`AGENT_RUNTIME__OTEL__*`); with neither an endpoint nor `console`, nothing is exported.
+
+    Attributes:
+        exporter_otlp_endpoint: OTLP/HTTP base URL of a collector, e.g. `http://otel-collector:4318`.
+        console: Print spans and metrics to stdout (debugging).
+        service_name: The `service.name` resource attribute.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporter_otlp_endpoint: str | None = None
+    console: bool = False
+    service_name: str = Field(default="agent-runtime", min_length=1)
+
+
 class Settings(BaseSettings):
     """Everything a runtime process is configured with. Build it with `load_settings()`.
 
@@ -121,6 +151,8 @@ class Settings(BaseSettings):
         database_url: PostgreSQL DSN of the read projection; None lets the dev stack start an embedded one.
         temporal: Temporal connection.
         approval: Approval policy for new sessions.
+        otel: OpenTelemetry exporter.
+        api: Where the HTTP API listens.
         tool_lease_seconds: How long an IDE-executed tool call may stay unanswered before it is closed with an
             error result.
         tool_call_budget: Tool calls allowed in one turn before the runtime stops the loop.
@@ -149,6 +181,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     tool_lease_seconds: float = Field(default=600.0, gt=0)
     tool_call_budget: int = Field(default=20, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)

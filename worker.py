@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from activities.llm import LlmActivities
 from client.connection import connect_client
+from client.telemetry import telemetry
 from settings import Settings, load_settings
 from workflows.conversation import ConversationWorkflow
 from workflows.selfcheck import check_consistency
@@ -55,9 +56,10 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 
 async def run_worker(settings: Settings) -> None:
     """Connect to Temporal and run the worker until cancelled (Ctrl-C)."""
-    client = await connect_client(settings.temporal)
-    async with running_worker(client, settings):
-        await asyncio.Event().wait()
+    async with telemetry(settings.otel) as otel:
+        client = await connect_client(settings.temporal, **otel.client_options())
+        async with running_worker(client, settings):
+            await asyncio.Event().wait()
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
@@ -114,16 +116,49 @@ class LlmActivities:
                 5xx and "[Error] ..." replies; `LLM_REQUEST_REJECTED_ERROR` (non-retryable) for other 3xx/4xx
                 answers; `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion.
         """
-        async with _heartbeating():
-            if request.stream:
-                return await self._stream_completion(request)
-            body = build_request_body(request, stream=False)
-            started = time.monotonic()
-            response = await self._post(body, request.timeout_seconds)
-            latency_ms = int((time.monotonic() - started) * 1000)
-            self._raise_for_status(response)
-            payload = _json_body(response)
-            return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
+        # GenAI semantic conventions (gen_ai.*), so any OpenTelemetry backend shows model, tokens and outcome.
+        with _tracer().start_as_current_span(
+            f"chat {request.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": request.model,
+                "agent_runtime.session_id": request.session_id,
+                "agent_runtime.agent": request.agent.value,
+                "agent_runtime.purpose": request.purpose,
+                "agent_runtime.attempt": activity.info().attempt,
+            },
+        ) as span:
+            try:
+                async with _heartbeating():
+                    reply = await self._complete(request)
+            except ApplicationError as err:
+                span.set_attribute("error.type", err.type or "ApplicationError")
+                span.set_status(Status(StatusCode.ERROR, str(err)))
+                raise
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": reply.model,
+                    "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": reply.usage.completion_tokens,
+                    "gen_ai.response.finish_reasons": [reply.finish_reason or "unknown"],
+                    "agent_runtime.tool_calls": len(reply.tool_calls),
+                }
+            )
+        _record_metrics(request, reply)
+        return reply
+
+    async def _complete(self, request: LlmRequest) -> LlmReply:
+        if request.stream:
+            return await self._stream_completion(request)
+        body = build_request_body(request, stream=False)
+        started = time.monotonic()
+        response = await self._post(body, request.timeout_seconds)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        self._raise_for_status(response)
+        payload = _json_body(response)
+        return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
 
     async def _stream_completion(self, request: LlmRequest) -> LlmReply:
         body = build_request_body(request, stream=True)
@@ -235,6 +270,21 @@ class LlmActivities:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+def _tracer() -> trace.Tracer:
+    return trace.get_tracer("agent_runtime.llm")
+
+
+def _record_metrics(request: LlmRequest, reply: LlmReply) -> None:
+    meter = activity.metric_meter()
+    labels = {"model": reply.model or request.model, "purpose": request.purpose}
+    meter.create_histogram_timedelta(
+        "agent_runtime_llm_latency", "LLM request latency (one attempt)", "duration"
+    ).record(timedelta(milliseconds=reply.latency_ms), labels)
+    tokens = meter.create_counter("agent_runtime_llm_tokens", "LLM tokens used", "tokens")
+    tokens.add(reply.usage.prompt_tokens, labels | {"type": "input"})
+    tokens.add(reply.usage.completion_tokens, labels | {"type": "output"})
 
 
 @contextlib.asynccontextmanager

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.agents import AGENTS, Agent, available_agents, check_tool_call
     from workflows.calculator import CalculatorError, calculate
     from workflows.history import ConversationHistory, unique_call_ids
+    from workflows.metrics import SessionMetrics
     from workflows.model import (
         APPROVAL_ALREADY_RESOLVED_ERROR,
         APPROVALS_QUERY,
@@ -162,6 +163,7 @@ class ConversationWorkflow:
         self._projection_down = False
         self._answer_started_at = workflow.now()
         self._published_attributes: tuple[tuple[str, str], ...] = ()
+        self._metrics = SessionMetrics()
 
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
@@ -653,6 +655,7 @@ class ConversationWorkflow:
         )
         self._approvals[approval.call_id] = settled
         self._project(ApprovalRecord(approval=settled))
+        self._metrics.approval_settled(settled)
         key = decision.value if decision else status.value
         self._counters.approvals[key] = self._counters.approvals.get(key, 0) + 1
 
@@ -664,6 +667,7 @@ class ConversationWorkflow:
         self._results.pop(call.id, None)
         self._status = SessionStatus.RUNNING
         self._counters.tool_calls[outcome] = self._counters.tool_calls.get(outcome, 0) + 1
+        self._metrics.tool_call(call.name, outcome)
         if emit:
             self._emit(
                 ChunkType.TOOL_RESULT,
@@ -881,6 +885,7 @@ class ConversationWorkflow:
             return parse_classification(reply.content, self._agents)
         except (ActivityError, ClassificationError) as err:
             self._counters.classification_fallbacks += 1
+            self._metrics.classification_fallback()
             workflow.logger.warning("Classification failed, using keywords: %s", _error_text(err))
             return route_by_keywords(text, self._agents)
 
@@ -907,6 +912,7 @@ class ConversationWorkflow:
             }
         )
         metadata: dict[str, Any] = {"from_agent": self._agent.value, "to_agent": target.value, "reason": reason}
+        self._metrics.switch(self._agent, target, source)
         self._switches.append(record)
         self._project(AgentSwitchRow(session_id=self._session_id, seq=len(self._switches) - 1, switch=record))
         self._agent = target
@@ -968,6 +974,7 @@ class ConversationWorkflow:
             )
         except ActivityError as err:
             self._counters.llm_failures += 1
+            self._metrics.llm_request(request.purpose, ok=False)
             self._project(record.model_copy(update={"error": _error_text(err)}))
             raise
         self._project(
@@ -981,6 +988,7 @@ class ConversationWorkflow:
                 }
             )
         )
+        self._metrics.llm_request(request.purpose, ok=True)
         self._counters.llm_latency_ms += reply.latency_ms
         usage = self._counters.tokens
         usage.prompt_tokens += reply.usage.prompt_tokens
