@@ -13,7 +13,6 @@ the current turn has closed every call, so the provider never sees an unpaired h
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,44 +21,37 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.workflow_streams import WorkflowStream
 
-    from activities.llm import LlmActivities
     from workflows import tool_messages
     from workflows.agents import AGENTS, Agent, available_agents, check_tool_call
     from workflows.calculator import CalculatorError, calculate
     from workflows.history import ConversationHistory, unique_call_ids
+    from workflows.ledger import CallLedger, invalid_input
+    from workflows.llm_calls import LlmCalls, error_text
     from workflows.metrics import SessionMetrics
     from workflows.model import (
-        APPROVAL_ALREADY_RESOLVED_ERROR,
         APPROVALS_QUERY,
         CONVERSATION_WORKFLOW,
         EVENTS_TOPIC,
         HISTORY_QUERY,
         HITL_DECISION_SIGNAL,
         HITL_DECISION_UPDATE,
-        INVALID_INPUT_ERROR,
-        LLM_REQUEST_REJECTED_ERROR,
         PENDING_APPROVALS_QUERY,
         PLAN_DECISION_SIGNAL,
         PLAN_DECISION_UPDATE,
-        RECORD_PROJECTION_ACTIVITY,
         STATE_QUERY,
         SWITCH_AGENT_SIGNAL,
         SWITCH_AGENT_UPDATE,
         TOOL_RESULT_SIGNAL,
         TOOL_RESULT_UPDATE,
-        UNKNOWN_CALL_ID_ERROR,
         USER_MESSAGE_SIGNAL,
         USER_MESSAGE_UPDATE,
         AgentSwitchRecord,
-        AgentSwitchRow,
         AgentType,
-        ApprovalRecord,
         ApprovalStatus,
         CallStatus,
         CarriedState,
@@ -67,22 +59,15 @@ with workflow.unsafe.imports_passed_through():
         ChunkType,
         ConversationInput,
         Decision,
-        EventRecord,
         HitlDecision,
         InputReceipt,
         LlmReply,
-        LlmRequest,
-        LlmRequestRecord,
-        MessageRecord,
         OutstandingCall,
         PendingApproval,
         Plan,
         PlanDecision,
         PlanDecisionKind,
-        PlanRecord,
         PlanStatus,
-        ProjectionBatch,
-        ProjectionRecord,
         SessionRecord,
         SessionState,
         SessionStatus,
@@ -90,40 +75,25 @@ with workflow.unsafe.imports_passed_through():
         SubtaskStatus,
         SwitchAgent,
         ToolCall,
-        ToolCallRecord,
         ToolResult,
         UserMessage,
     )
     from workflows.observability import current_details, fingerprint, search_attribute_updates
     from workflows.plans import PlanError, block_dependants, next_subtask, parse_plan, subtask_instruction, summary
     from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
+    from workflows.projection import Projection
     from workflows.routing import (
-        CLASSIFICATION_SYSTEM_PROMPT,
-        CLASSIFICATION_TEMPERATURE,
         ClassificationError,
         Route,
-        classification_prompt,
         parse_classification,
         route_by_keywords,
         single_agent_route,
     )
     from workflows.tools import CATALOGUE, Executor
 
-# Temporal owns LLM retries (the provider client has none): backoff for timeouts, 429 and 5xx; a 400 is final.
-LLM_RETRY_INITIAL = timedelta(seconds=1)
-LLM_RETRY_MAX_INTERVAL = timedelta(seconds=30)
-LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
-# Classification has a keyword fallback, so one retry is enough before falling back.
-CLASSIFICATION_MAX_ATTEMPTS = 2
 # Event log entries kept across continue-as-new; older offsets are served from the retained base.
 EVENTS_KEPT_ON_CONTINUE = 500
 MESSAGE_IDS_KEPT_ON_CONTINUE = 1000
-# The projection is written by a local activity (a short write); while PostgreSQL is down the records wait in the
-# outbox and the flusher retries with backoff, so conversations never wait on the database.
-PROJECTION_PATCH = "postgres-projection"
-PROJECTION_WRITE_TIMEOUT = timedelta(seconds=10)
-PROJECTION_RETRY_INITIAL = timedelta(seconds=2)
-PROJECTION_RETRY_MAX = timedelta(minutes=2)
 
 P = TypeVar("P")
 
@@ -140,8 +110,8 @@ class ConversationWorkflow:
         self._policy = input.config.approval_policy or DEFAULT_APPROVAL_POLICY
         self._agents = available_agents(input.config.multi_agent_mode)
         self._history = ConversationHistory(carried.history)
+        self._ledger = CallLedger(self._history, carried.approvals)
         self._agent = carried.current_agent
-        self._approvals: dict[str, PendingApproval] = {a.call_id: a for a in carried.approvals}
         self._switches = list(carried.switches)
         self._seen_message_ids = set(carried.seen_message_ids)
         self._inbox: deque[UserMessage | SwitchAgent] = deque(carried.queued_inputs)
@@ -150,28 +120,21 @@ class ConversationWorkflow:
         self._run = carried.runs
         self._turns = 0
         self._last_activity = workflow.now()
-        self._results: dict[str, ToolResult] = {}
-        self._decisions: dict[str, HitlDecision] = {}
         self._outstanding: dict[str, OutstandingCall] = {}
         self._status = SessionStatus.IDLE
         self._stream = WorkflowStream(input.stream_state)
         self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
         self._plans: list[Plan] = list(carried.plans)
-        self._plan_decisions: dict[str, PlanDecision] = {}
-        self._outbox: list[ProjectionRecord] = list(carried.unprojected)
-        self._projecting = False
-        self._projection_down = False
+        self._projection = Projection(input.session_id, carried.unprojected)
         self._answer_started_at = workflow.now()
         self._published_attributes: tuple[tuple[str, str], ...] = ()
         self._metrics = SessionMetrics()
+        self._llm = LlmCalls(input.session_id, input.config, self._counters, self._metrics, self._projection)
 
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
-        # Sessions started before the projection existed replay without it (their histories have no marker).
-        self._projecting = input.config.projection_enabled and workflow.patched(PROJECTION_PATCH)
-        if self._projecting:
-            self._history.listener = self._project_message
-            self._flusher = asyncio.create_task(self._flush_projection_forever(), name="projection-flusher")
+        if self._projection.start(input.config.projection_enabled):
+            self._history.listener = self._projection.message
             if input.carried is None:
                 self._project_session()
         while True:
@@ -206,27 +169,27 @@ class ConversationWorkflow:
 
     @workflow.signal(name=TOOL_RESULT_SIGNAL)
     def tool_result(self, result: ToolResult) -> None:
-        self._record_quietly(self._check_tool_result, self._accept_tool_result, result)
+        self._record_quietly(self._ledger.check_tool_result, self._ledger.accept_tool_result, result)
 
     @workflow.update(name=TOOL_RESULT_UPDATE)
     def submit_tool_result(self, result: ToolResult) -> InputReceipt:
-        return self._accept_tool_result(result)
+        return self._ledger.accept_tool_result(result)
 
     @submit_tool_result.validator
     def _validate_tool_result(self, result: ToolResult) -> None:
-        self._check_tool_result(result)
+        self._ledger.check_tool_result(result)
 
     @workflow.signal(name=HITL_DECISION_SIGNAL)
     def hitl_decision(self, decision: HitlDecision) -> None:
-        self._record_quietly(self._check_decision, self._accept_decision, decision)
+        self._record_quietly(self._ledger.check_decision, self._ledger.accept_decision, decision)
 
     @workflow.update(name=HITL_DECISION_UPDATE)
     def submit_hitl_decision(self, decision: HitlDecision) -> InputReceipt:
-        return self._accept_decision(decision)
+        return self._ledger.accept_decision(decision)
 
     @submit_hitl_decision.validator
     def _validate_hitl_decision(self, decision: HitlDecision) -> None:
-        self._check_decision(decision)
+        self._ledger.check_decision(decision)
 
     @workflow.signal(name=SWITCH_AGENT_SIGNAL)
     def switch_agent(self, request: SwitchAgent) -> None:
@@ -242,15 +205,15 @@ class ConversationWorkflow:
 
     @workflow.signal(name=PLAN_DECISION_SIGNAL)
     def plan_decision(self, decision: PlanDecision) -> None:
-        self._record_quietly(self._check_plan_decision, self._accept_plan_decision, decision)
+        self._record_quietly(self._ledger.check_plan_decision, self._ledger.accept_plan_decision, decision)
 
     @workflow.update(name=PLAN_DECISION_UPDATE)
     def submit_plan_decision(self, decision: PlanDecision) -> InputReceipt:
-        return self._accept_plan_decision(decision)
+        return self._ledger.accept_plan_decision(decision)
 
     @submit_plan_decision.validator
     def _validate_plan_decision(self, decision: PlanDecision) -> None:
-        self._check_plan_decision(decision)
+        self._ledger.check_plan_decision(decision)
 
     # --- queries ---
 
@@ -294,11 +257,11 @@ class ConversationWorkflow:
 
     @workflow.query(name=PENDING_APPROVALS_QUERY)
     def pending_approvals(self) -> list[PendingApproval]:
-        return [a for a in self._approvals.values() if a.status is ApprovalStatus.PENDING]
+        return self._ledger.pending()
 
     @workflow.query(name=APPROVALS_QUERY)
     def approvals(self) -> list[PendingApproval]:
-        return list(self._approvals.values())
+        return list(self._ledger.approvals.values())
 
     # --- checking and recording inputs (no await: handlers never interleave with the turn) ---
 
@@ -313,7 +276,7 @@ class ConversationWorkflow:
 
     def _check_user_message(self, message: UserMessage) -> None:
         if not message.content.strip() and message.agent_type is None:
-            raise _invalid("a user message needs content or an agent_type")
+            raise invalid_input("a user message needs content or an agent_type")
         if message.agent_type is not None:
             self._check_agent_available(message.agent_type)
 
@@ -326,82 +289,6 @@ class ConversationWorkflow:
         self._inbox.append(message)
         return InputReceipt(queued=queued, detail="queued behind the current turn" if queued else "")
 
-    def _check_tool_result(self, result: ToolResult) -> None:
-        if not self._history.has_call(result.call_id):
-            raise _unknown_call(result.call_id)
-        runtime_call = next((c for c in self._history.open_calls if c.id == result.call_id), None)
-        if runtime_call is not None and CATALOGUE[runtime_call.name].executor is Executor.RUNTIME:
-            raise _invalid(f"call {result.call_id} ({runtime_call.name}) is executed by the runtime, not the IDE")
-
-    def _accept_tool_result(self, result: ToolResult) -> InputReceipt:
-        if not self._history.is_open(result.call_id) or result.call_id in self._results:
-            return InputReceipt(duplicate=True, detail=f"call {result.call_id} already has its result")
-        self._results[result.call_id] = result
-        return InputReceipt()
-
-    def _check_decision(self, decision: HitlDecision) -> None:
-        approval = self._approvals.get(decision.call_id)
-        if approval is None:
-            if self._history.has_call(decision.call_id):
-                raise _invalid(f"call {decision.call_id} does not wait for approval")
-            raise _unknown_call(decision.call_id)
-        if approval.request_type == "plan":
-            raise _invalid(f"approval {approval.request_id} is a plan approval: send a plan_decision")
-        earlier = self._decisions.get(decision.call_id)
-        if approval.status is ApprovalStatus.PENDING and earlier is None:
-            return
-        settled_as = earlier.decision if earlier else approval.decision
-        # Repeating the outcome is acknowledged as a duplicate; contradicting it is an error the caller must see.
-        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
-            return
-        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
-        raise ApplicationError(
-            f"approval {decision.call_id} is already {outcome}",
-            type=APPROVAL_ALREADY_RESOLVED_ERROR,
-            non_retryable=True,
-        )
-
-    def _accept_decision(self, decision: HitlDecision) -> InputReceipt:
-        approval = self._approvals[decision.call_id]
-        if approval.status is not ApprovalStatus.PENDING or decision.call_id in self._decisions:
-            return InputReceipt(duplicate=True, detail=f"approval {decision.call_id} is already decided")
-        self._decisions[decision.call_id] = decision
-        return InputReceipt()
-
-    def _plan_approval(self, request_id: str) -> PendingApproval | None:
-        return next(
-            (a for a in self._approvals.values() if a.request_type == "plan" and a.request_id == request_id), None
-        )
-
-    def _check_plan_decision(self, decision: PlanDecision) -> None:
-        approval = self._plan_approval(decision.approval_request_id)
-        if approval is None:
-            raise ApplicationError(
-                f"unknown approval_request_id {decision.approval_request_id!r} in this session",
-                type=UNKNOWN_CALL_ID_ERROR,
-                non_retryable=True,
-            )
-        earlier = self._plan_decisions.get(decision.approval_request_id)
-        if approval.status is ApprovalStatus.PENDING and earlier is None:
-            return
-        settled_as = earlier.decision if earlier else approval.decision
-        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
-            return
-        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
-        raise ApplicationError(
-            f"plan approval {decision.approval_request_id} is already {outcome}",
-            type=APPROVAL_ALREADY_RESOLVED_ERROR,
-            non_retryable=True,
-        )
-
-    def _accept_plan_decision(self, decision: PlanDecision) -> InputReceipt:
-        approval = self._plan_approval(decision.approval_request_id)
-        assert approval is not None  # checked by the validator
-        if approval.status is not ApprovalStatus.PENDING or decision.approval_request_id in self._plan_decisions:
-            return InputReceipt(duplicate=True, detail=f"plan approval {approval.request_id} is already decided")
-        self._plan_decisions[decision.approval_request_id] = decision
-        return InputReceipt()
-
     def _check_switch(self, request: SwitchAgent) -> None:
         self._check_agent_available(request.agent_type)
 
@@ -412,7 +299,7 @@ class ConversationWorkflow:
 
     def _check_agent_available(self, agent: AgentType) -> None:
         if agent not in self._agents:
-            raise _invalid(f"agent '{agent.value}' is not available in this session")
+            raise invalid_input(f"agent '{agent.value}' is not available in this session")
 
     # --- processing: one input at a time ---
 
@@ -550,7 +437,7 @@ class ConversationWorkflow:
             if decided is None:
                 return
             arguments = decided
-        elif call.id not in self._results:
+        elif call.id not in self._ledger.results:
             await self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
         await self._await_result(agent, call.model_copy(update={"arguments": arguments}))
 
@@ -571,8 +458,8 @@ class ConversationWorkflow:
             created_at=now,
             expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
         )
-        self._approvals[call.id] = approval
-        self._project(ApprovalRecord(approval=approval))
+        self._ledger.approvals[call.id] = approval
+        self._projection.approval(approval)
         self._outstanding[call.id] = OutstandingCall(
             call_id=call.id,
             tool_name=call.name,
@@ -583,8 +470,10 @@ class ConversationWorkflow:
         )
         await self._emit_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
         self._status = SessionStatus.AWAITING_APPROVAL
-        arrived = await self._wait(lambda: call.id in self._decisions or call.id in self._results, timeout_seconds)
-        decision = self._decisions.pop(call.id, None)
+        arrived = await self._wait(
+            lambda: call.id in self._ledger.decisions or call.id in self._ledger.results, timeout_seconds
+        )
+        decision = self._ledger.decisions.pop(call.id, None)
         if not arrived:
             self._settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
             self._close_call(call, tool_messages.approval_expired(call.name, timeout_seconds or 0), "expired", True)
@@ -608,7 +497,7 @@ class ConversationWorkflow:
             feedback=decision.feedback,
             edited=arguments if decision.decision is Decision.EDIT else None,
         )
-        if call.id not in self._results:
+        if call.id not in self._ledger.results:
             await self._emit_tool_call(call.id, call.name, arguments, requires_approval=False)
         return arguments
 
@@ -625,10 +514,10 @@ class ConversationWorkflow:
             lease_expires_at=workflow.now() + timedelta(seconds=lease),
         )
         self._status = SessionStatus.AWAITING_TOOL_RESULT
-        if not await self._wait(lambda: call.id in self._results, lease):
+        if not await self._wait(lambda: call.id in self._ledger.results, lease):
             self._close_call(call, tool_messages.lease_expired(call.name, lease), outcome="lease_expired", emit=True)
             return
-        result = self._results.pop(call.id)
+        result = self._ledger.results.pop(call.id)
         # An execution error after approval is a failed tool, not a rejection (bug L3).
         content = tool_messages.from_ide_result(result.result, result.error)
         self._close_call(call, content, outcome="failed" if result.error else "completed")
@@ -653,8 +542,8 @@ class ConversationWorkflow:
                 "edited_arguments": edited,
             }
         )
-        self._approvals[approval.call_id] = settled
-        self._project(ApprovalRecord(approval=settled))
+        self._ledger.approvals[approval.call_id] = settled
+        self._projection.approval(settled)
         self._metrics.approval_settled(settled)
         key = decision.value if decision else status.value
         self._counters.approvals[key] = self._counters.approvals.get(key, 0) + 1
@@ -662,9 +551,11 @@ class ConversationWorkflow:
     def _close_call(self, call: ToolCall, content: str, outcome: str, emit: bool = False) -> None:
         """Write the one tool message of a call; every path that ends a call ends here (I1, I2)."""
         self._history.add_tool_result(call.id, content, message_id=self._new_id(), at=workflow.now())
-        self._project_tool_call(call, outcome=outcome, result=content)
+        self._projection.tool_call(
+            call, agent=self._agent, requested_at=self._answer_started_at, outcome=outcome, result=content
+        )
         self._outstanding.pop(call.id, None)
-        self._results.pop(call.id, None)
+        self._ledger.results.pop(call.id, None)
         self._status = SessionStatus.RUNNING
         self._counters.tool_calls[outcome] = self._counters.tool_calls.get(outcome, 0) + 1
         self._metrics.tool_call(call.name, outcome)
@@ -709,9 +600,9 @@ class ConversationWorkflow:
             created_at=now,
             expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
         )
-        self._approvals[call.id] = approval
-        self._project(ApprovalRecord(approval=approval))
-        self._project_plan(plan)
+        self._ledger.approvals[call.id] = approval
+        self._projection.approval(approval)
+        self._projection.plan(plan)
         self._outstanding[call.id] = OutstandingCall(
             call_id=call.id,
             tool_name=call.name,
@@ -734,8 +625,8 @@ class ConversationWorkflow:
             is_final=True,
         )
         request_id = plan.approval_request_id
-        arrived = await self._wait(lambda: request_id in self._plan_decisions, timeout_seconds)
-        decision = self._plan_decisions.pop(request_id, None)
+        arrived = await self._wait(lambda: request_id in self._ledger.plan_decisions, timeout_seconds)
+        decision = self._ledger.plan_decisions.pop(request_id, None)
         if not arrived or decision is None:
             self._settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
             self._update_plan(plan, PlanStatus.EXPIRED)
@@ -785,7 +676,7 @@ class ConversationWorkflow:
         )
         while (subtask := next_subtask(plan)) is not None:
             subtask.status = SubtaskStatus.IN_PROGRESS
-            self._project_plan(plan)
+            self._projection.plan(plan)
             self._emit(
                 ChunkType.STATUS,
                 content=f"Subtask {subtask.index + 1}/{len(plan.subtasks)}: {subtask.title} ({subtask.agent.value})",
@@ -805,7 +696,7 @@ class ConversationWorkflow:
                 subtask.status, subtask.result = SubtaskStatus.DONE, self._history.messages[-1].content
             else:
                 subtask.status, subtask.error = SubtaskStatus.FAILED, _SUBTASK_FAILURES[end]
-            self._project_plan(plan)
+            self._projection.plan(plan)
             self._emit(
                 ChunkType.SUBTASK_COMPLETED,
                 content=f"Subtask {subtask.index + 1} {subtask.status.value}: {subtask.title}",
@@ -846,12 +737,7 @@ class ConversationWorkflow:
 
     def _update_plan(self, plan: Plan, status: PlanStatus) -> None:
         plan.status = status
-        self._project_plan(plan)
-
-    def _project_plan(self, plan: Plan) -> None:
-        self._project(
-            PlanRecord(session_id=self._session_id, plan=plan.model_copy(deep=True), updated_at=workflow.now())
-        )
+        self._projection.plan(plan)
 
     # --- routing and agents ---
 
@@ -867,26 +753,12 @@ class ConversationWorkflow:
         )
 
     async def _classify(self, text: str) -> Route:
-        self._counters.classification_calls += 1
-        request = LlmRequest(
-            session_id=self._session_id,
-            purpose="classification",
-            agent=AgentType.ORCHESTRATOR,
-            model=self._config.llm_model,
-            messages=[
-                ChatMessage(role="system", content=CLASSIFICATION_SYSTEM_PROMPT),
-                ChatMessage(role="user", content=classification_prompt(text, self._agents)),
-            ],
-            temperature=CLASSIFICATION_TEMPERATURE,
-            timeout_seconds=self._config.llm_timeout_seconds,
-        )
         try:
-            reply = await self._call_llm(request, CLASSIFICATION_MAX_ATTEMPTS, "orchestrator: classify request")
-            return parse_classification(reply.content, self._agents)
+            return parse_classification(await self._llm.classify(text, self._agents), self._agents)
         except (ActivityError, ClassificationError) as err:
             self._counters.classification_fallbacks += 1
             self._metrics.classification_fallback()
-            workflow.logger.warning("Classification failed, using keywords: %s", _error_text(err))
+            workflow.logger.warning("Classification failed, using keywords: %s", error_text(err))
             return route_by_keywords(text, self._agents)
 
     def _switch_to(
@@ -914,7 +786,7 @@ class ConversationWorkflow:
         metadata: dict[str, Any] = {"from_agent": self._agent.value, "to_agent": target.value, "reason": reason}
         self._metrics.switch(self._agent, target, source)
         self._switches.append(record)
-        self._project(AgentSwitchRow(session_id=self._session_id, seq=len(self._switches) - 1, switch=record))
+        self._projection.switch(len(self._switches) - 1, record)
         self._agent = target
         if confidence:
             metadata["confidence"] = confidence
@@ -929,72 +801,11 @@ class ConversationWorkflow:
 
     async def _complete(self, agent: Agent, *, last_word: bool = True) -> LlmReply | None:
         """One agent step; a failure becomes an `error` event and leaves the history untouched (I3, B2)."""
-        request = LlmRequest(
-            session_id=self._session_id,
-            agent=agent.type,
-            model=self._config.llm_model,
-            messages=[ChatMessage(role="system", content=agent.prompt), *self._history.for_llm()],
-            tools=agent.tool_specs(),
-            timeout_seconds=self._config.llm_timeout_seconds,
-            stream=self._config.llm_streaming,
-            request_id=self._new_id(),
-        )
         try:
-            return await self._call_llm(request, self._config.llm_max_attempts, f"{agent.type.value}: {request.model}")
+            return await self._llm.complete(agent, self._history.for_llm())
         except ActivityError as err:
-            self._emit(ChunkType.ERROR, content=_error_text(err), error=_error_text(err), is_final=last_word)
+            self._emit(ChunkType.ERROR, content=error_text(err), error=error_text(err), is_final=last_word)
             return None
-
-    async def _call_llm(self, request: LlmRequest, max_attempts: int, summary: str) -> LlmReply:
-        self._counters.llm_requests += 1
-        record = LlmRequestRecord(
-            session_id=self._session_id,
-            request_id=request.request_id or self._new_id(),
-            purpose=request.purpose,
-            agent=request.agent,
-            model=request.model,
-            ok=False,
-            created_at=workflow.now(),
-        )
-        try:
-            reply = await workflow.execute_activity_method(
-                LlmActivities.chat_completion,
-                request,
-                # The activity's own HTTP timeout fires first; this bound only catches a stuck worker.
-                start_to_close_timeout=timedelta(seconds=request.timeout_seconds + 30),
-                # The activity heartbeats every few seconds, so a worker that died mid-call is noticed quickly.
-                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    initial_interval=LLM_RETRY_INITIAL,
-                    maximum_interval=LLM_RETRY_MAX_INTERVAL,
-                    maximum_attempts=max_attempts,
-                    non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR],
-                ),
-                summary=summary,
-            )
-        except ActivityError as err:
-            self._counters.llm_failures += 1
-            self._metrics.llm_request(request.purpose, ok=False)
-            self._project(record.model_copy(update={"error": _error_text(err)}))
-            raise
-        self._project(
-            record.model_copy(
-                update={
-                    "ok": True,
-                    "usage": reply.usage,
-                    "latency_ms": reply.latency_ms,
-                    "finish_reason": reply.finish_reason,
-                    "model": reply.model or request.model,
-                }
-            )
-        )
-        self._metrics.llm_request(request.purpose, ok=True)
-        self._counters.llm_latency_ms += reply.latency_ms
-        usage = self._counters.tokens
-        usage.prompt_tokens += reply.usage.prompt_tokens
-        usage.completion_tokens += reply.usage.completion_tokens
-        usage.total_tokens += reply.usage.total_tokens
-        return reply
 
     # --- plumbing ---
 
@@ -1015,7 +826,11 @@ class ConversationWorkflow:
         history already holds it durably, and the projection catches up later.
         """
         self._status = SessionStatus.AWAITING_APPROVAL if requires_approval else SessionStatus.AWAITING_TOOL_RESULT
-        self._project_tool_call(ToolCall(id=call_id, name=name, arguments=arguments))
+        self._projection.tool_call(
+            ToolCall(id=call_id, name=name, arguments=arguments),
+            agent=self._agent,
+            requested_at=self._answer_started_at,
+        )
         await self._persist_before_wait_point()
         self._emit(
             ChunkType.TOOL_CALL,
@@ -1033,9 +848,7 @@ class ConversationWorkflow:
         self._events.publish(chunk)
         if chunk.is_final:
             self._publish_observability()
-        self._project(
-            EventRecord(session_id=self._session_id, event_id=self._new_id(), chunk=chunk, created_at=workflow.now())
-        )
+        self._projection.event(chunk)
 
     def _new_id(self) -> str:
         return str(workflow.uuid4())
@@ -1043,8 +856,7 @@ class ConversationWorkflow:
     async def _persist_before_wait_point(self) -> None:
         """Drain the projection before a wait point is announced, unless the database is known to be down."""
         self._project_session()
-        if self._projecting:
-            await workflow.wait_condition(lambda: not self._outbox or self._projection_down)
+        await self._projection.drained()
 
     # --- what operators see in the Web UI ---
 
@@ -1063,31 +875,9 @@ class ConversationWorkflow:
 
     # --- the PostgreSQL projection ---
 
-    def _project(self, record: ProjectionRecord) -> None:
-        if self._projecting:
-            self._outbox.append(record)
-
-    def _project_message(self, seq: int, message: ChatMessage) -> None:
-        self._project(MessageRecord(session_id=self._session_id, seq=seq, message=message))
-
-    def _project_tool_call(self, call: ToolCall, *, outcome: str | None = None, result: str | None = None) -> None:
-        self._project(
-            ToolCallRecord(
-                session_id=self._session_id,
-                call_id=call.id,
-                tool_name=call.name,
-                arguments=call.arguments,
-                agent=self._agent,
-                requested_at=self._answer_started_at,
-                outcome=outcome,
-                result=result,
-                closed_at=workflow.now() if outcome else None,
-            )
-        )
-
     def _project_session(self) -> None:
         first_user = next((m.content for m in self._history.messages if m.role == "user"), None)
-        self._project(
+        self._projection.add(
             SessionRecord(
                 session_id=self._session_id,
                 title=first_user[:500] if first_user else None,
@@ -1100,30 +890,6 @@ class ConversationWorkflow:
             )
         )
 
-    async def _flush_projection_forever(self) -> None:
-        """Drain the outbox into PostgreSQL; on failure keep the records and retry with backoff (never drop)."""
-        delay = PROJECTION_RETRY_INITIAL
-        while True:
-            await workflow.wait_condition(lambda: bool(self._outbox))
-            batch = list(self._outbox)
-            try:
-                await workflow.execute_local_activity(
-                    RECORD_PROJECTION_ACTIVITY,
-                    ProjectionBatch(records=batch),
-                    schedule_to_close_timeout=PROJECTION_WRITE_TIMEOUT,
-                    retry_policy=RetryPolicy(maximum_attempts=2),
-                    summary=f"projection: {len(batch)} records",
-                )
-            except ActivityError as err:
-                self._projection_down = True
-                workflow.logger.warning("Projection write failed, retrying in %s: %s", delay, err.__cause__ or err)
-                await workflow.sleep(delay)
-                delay = min(delay * 2, PROJECTION_RETRY_MAX)
-                continue
-            del self._outbox[: len(batch)]
-            self._projection_down = False
-            delay = PROJECTION_RETRY_INITIAL
-
     def _should_continue_as_new(self) -> bool:
         """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state."""
         if self._history.open_calls:
@@ -1135,7 +901,7 @@ class ConversationWorkflow:
         carried = CarriedState(
             history=self._history.messages,
             current_agent=self._agent,
-            approvals=list(self._approvals.values()),
+            approvals=list(self._ledger.approvals.values()),
             switches=self._switches,
             seen_message_ids=sorted(self._seen_message_ids)[-MESSAGE_IDS_KEPT_ON_CONTINUE:],
             queued_inputs=list(self._inbox),
@@ -1143,7 +909,7 @@ class ConversationWorkflow:
             counters=self._counters,
             created_at=self._created_at,
             runs=self._run + 1,
-            unprojected=self._outbox,
+            unprojected=self._projection.pending,
         )
         # The stream has no public offset accessor in the workflow; its offset query handler is the same function.
         offset = self._stream._on_offset()
@@ -1200,18 +966,3 @@ class _Budget:
             return False
         self.used += 1
         return True
-
-
-def _invalid(message: str) -> ApplicationError:
-    return ApplicationError(message, type=INVALID_INPUT_ERROR, non_retryable=True)
-
-
-def _unknown_call(call_id: str) -> ApplicationError:
-    return ApplicationError(
-        f"unknown call_id {call_id!r} in this session", type=UNKNOWN_CALL_ID_ERROR, non_retryable=True
-    )
-
-
-def _error_text(err: Exception) -> str:
-    cause = err.__cause__ if isinstance(err, ActivityError) and err.__cause__ else err
-    return f"LLM request failed: {cause}"

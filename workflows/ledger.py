@@ -1,0 +1,127 @@
+"""The inputs addressed to tool calls and approvals: what arrived, and whether it may be accepted.
+
+Update validators and signal handlers run the same `check_*` here before anything is recorded (a failed check
+rejects the update, or drops the signal with a warning); `accept_*` records the input and says whether it only
+repeated an earlier one. The turn then consumes what was recorded. Settled approvals are kept, so repeats are
+recognised for the life of the session, and call ids are scoped to it: one ledger per workflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from temporalio.exceptions import ApplicationError
+
+from workflows.history import ConversationHistory
+from workflows.model import (
+    APPROVAL_ALREADY_RESOLVED_ERROR,
+    INVALID_INPUT_ERROR,
+    UNKNOWN_CALL_ID_ERROR,
+    ApprovalStatus,
+    HitlDecision,
+    InputReceipt,
+    PendingApproval,
+    PlanDecision,
+    ToolResult,
+)
+from workflows.tools import CATALOGUE, Executor
+
+
+class CallLedger:
+    """Approvals (pending and settled), and the results and decisions that arrived for open calls."""
+
+    def __init__(self, history: ConversationHistory, approvals: Iterable[PendingApproval]) -> None:
+        self._history = history
+        self.approvals: dict[str, PendingApproval] = {a.call_id: a for a in approvals}
+        self.results: dict[str, ToolResult] = {}
+        self.decisions: dict[str, HitlDecision] = {}
+        self.plan_decisions: dict[str, PlanDecision] = {}
+
+    def pending(self) -> list[PendingApproval]:
+        return [a for a in self.approvals.values() if a.status is ApprovalStatus.PENDING]
+
+    def check_tool_result(self, result: ToolResult) -> None:
+        if not self._history.has_call(result.call_id):
+            raise unknown_call(result.call_id)
+        runtime_call = next((c for c in self._history.open_calls if c.id == result.call_id), None)
+        if runtime_call is not None and CATALOGUE[runtime_call.name].executor is Executor.RUNTIME:
+            raise invalid_input(f"call {result.call_id} ({runtime_call.name}) is executed by the runtime, not the IDE")
+
+    def accept_tool_result(self, result: ToolResult) -> InputReceipt:
+        if not self._history.is_open(result.call_id) or result.call_id in self.results:
+            return InputReceipt(duplicate=True, detail=f"call {result.call_id} already has its result")
+        self.results[result.call_id] = result
+        return InputReceipt()
+
+    def check_decision(self, decision: HitlDecision) -> None:
+        approval = self.approvals.get(decision.call_id)
+        if approval is None:
+            if self._history.has_call(decision.call_id):
+                raise invalid_input(f"call {decision.call_id} does not wait for approval")
+            raise unknown_call(decision.call_id)
+        if approval.request_type == "plan":
+            raise invalid_input(f"approval {approval.request_id} is a plan approval: send a plan_decision")
+        earlier = self.decisions.get(decision.call_id)
+        if approval.status is ApprovalStatus.PENDING and earlier is None:
+            return
+        settled_as = earlier.decision if earlier else approval.decision
+        # Repeating the outcome is acknowledged as a duplicate; contradicting it is an error the caller must see.
+        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
+            return
+        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
+        raise ApplicationError(
+            f"approval {decision.call_id} is already {outcome}",
+            type=APPROVAL_ALREADY_RESOLVED_ERROR,
+            non_retryable=True,
+        )
+
+    def accept_decision(self, decision: HitlDecision) -> InputReceipt:
+        approval = self.approvals[decision.call_id]
+        if approval.status is not ApprovalStatus.PENDING or decision.call_id in self.decisions:
+            return InputReceipt(duplicate=True, detail=f"approval {decision.call_id} is already decided")
+        self.decisions[decision.call_id] = decision
+        return InputReceipt()
+
+    def plan_approval(self, request_id: str) -> PendingApproval | None:
+        return next(
+            (a for a in self.approvals.values() if a.request_type == "plan" and a.request_id == request_id), None
+        )
+
+    def check_plan_decision(self, decision: PlanDecision) -> None:
+        approval = self.plan_approval(decision.approval_request_id)
+        if approval is None:
+            raise ApplicationError(
+                f"unknown approval_request_id {decision.approval_request_id!r} in this session",
+                type=UNKNOWN_CALL_ID_ERROR,
+                non_retryable=True,
+            )
+        earlier = self.plan_decisions.get(decision.approval_request_id)
+        if approval.status is ApprovalStatus.PENDING and earlier is None:
+            return
+        settled_as = earlier.decision if earlier else approval.decision
+        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
+            return
+        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
+        raise ApplicationError(
+            f"plan approval {decision.approval_request_id} is already {outcome}",
+            type=APPROVAL_ALREADY_RESOLVED_ERROR,
+            non_retryable=True,
+        )
+
+    def accept_plan_decision(self, decision: PlanDecision) -> InputReceipt:
+        approval = self.plan_approval(decision.approval_request_id)
+        assert approval is not None  # checked by the validator
+        if approval.status is not ApprovalStatus.PENDING or decision.approval_request_id in self.plan_decisions:
+            return InputReceipt(duplicate=True, detail=f"plan approval {approval.request_id} is already decided")
+        self.plan_decisions[decision.approval_request_id] = decision
+        return InputReceipt()
+
+
+def invalid_input(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_INPUT_ERROR, non_retryable=True)
+
+
+def unknown_call(call_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"unknown call_id {call_id!r} in this session", type=UNKNOWN_CALL_ID_ERROR, non_retryable=True
+    )
