@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -148,7 +157,10 @@ class Settings(BaseSettings):
         multi_agent_mode: Route between agents; False keeps every session on the universal agent.
         llm_streaming: Ask the LLM to stream and forward its tokens live; turn off for a proxy that drops tool-call
             deltas when streaming (the original llm-proxy does).
-        database_url: PostgreSQL DSN of the read projection; None lets the dev stack start an embedded one.
+        database_url: PostgreSQL DSN of the read projection (`AGENT_RUNTIME__DATABASE_URL`, or plain `DATABASE_URL`);
+            SQLAlchemy-style `postgresql+asyncpg://` URLs are accepted. With one, the worker writes the projection and
+            new sessions are started with `projection_enabled`; without, the dev stack and the demo start an
+            embedded PostgreSQL and other processes run without a projection.
         temporal: Temporal connection.
         approval: Approval policy for new sessions.
         otel: OpenTelemetry exporter.
@@ -178,7 +190,11 @@ class Settings(BaseSettings):
     internal_api_key: SecretStr | None = None
     multi_agent_mode: bool = True
     llm_streaming: bool = True
-    database_url: SecretStr | None = None
+    # The original runtime and most hosting platforms call it DATABASE_URL; the prefixed name wins when both are set.
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
@@ -195,6 +211,20 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"expected an http(s) URL, got {value!r}")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        scheme, sep, rest = url.partition("://")
+        # asyncpg wants postgresql:// or postgres://; drop a SQLAlchemy driver suffix (postgresql+asyncpg://).
+        base = scheme.split("+", 1)[0].lower()
+        if not sep or base not in ("postgresql", "postgres"):
+            # Never echo the URL: it may carry a password.
+            raise ValueError(f"expected a postgresql:// URL (any PostgreSQL 14+), got a {scheme or 'malformed'} URL")
+        return SecretStr(f"postgresql://{rest}") if scheme != "postgresql" else value
 
     def chat_completions_url(self) -> str:
         """The chat completions endpoint under `llm_proxy_url`.
@@ -239,6 +269,7 @@ class Settings(BaseSettings):
             llm_streaming=self.llm_streaming,
             max_agent_switches=self.max_agent_switches,
             continue_as_new_after_turns=self.continue_as_new_after_turns,
+            projection_enabled=self.database_url is not None,
         )
 
 
@@ -270,7 +301,10 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
     """The variable an error location comes from; the rest of the location is the path inside its value."""
     if not loc:
         return f"{ENV_PREFIX}*"
-    name, rest = f"{ENV_PREFIX}{str(loc[0]).upper()}", loc[1:]
+    first = str(loc[0]).upper()
+    # A field with its own environment names (database_url) reports the one it was read from.
+    name = first if first.startswith(ENV_PREFIX) or first == "DATABASE_URL" else f"{ENV_PREFIX}{first}"
+    rest = loc[1:]
     field = Settings.model_fields.get(str(loc[0]))
     nested = field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
     if nested and rest and isinstance(rest[0], str):

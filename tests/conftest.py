@@ -9,15 +9,21 @@ as an HTTP server reached through httpx, and the same worker code the product ru
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities.persistence import apply_migrations, close_pool, create_pool
 from client.conversation_client import ConversationClient
+from client.database import EmbeddedPostgres
 from client.devstack import DevServer, start_dev_server, start_time_skipping_server
 from client.fake_llm import FakeLlmServer
 from settings import Settings, TemporalSettings
@@ -86,3 +92,38 @@ async def session(runtime_with: RuntimeFactory, fake_llm: FakeLlmServer) -> Asyn
     """A new conversation on a default runtime."""
     async with runtime_with() as client:
         yield Session(client, fake_llm)
+
+
+# --- PostgreSQL (the projection): one embedded server per test run ---
+
+
+TEST_POSTGRES_PREFIX = "agent-runtime-test-"
+
+
+@pytest.fixture(scope="session")
+async def postgres() -> AsyncIterator[EmbeddedPostgres]:
+    """The embedded PostgreSQL from the wheel, on a throwaway folder, schema migrated. A test may stop and start it
+    (same DSN); it must leave it running."""
+    # Servers of earlier runs that were killed before their teardown: stop them and drop their folders.
+    for stale in Path(tempfile.gettempdir()).glob(f"{TEST_POSTGRES_PREFIX}*"):
+        if await EmbeddedPostgres(stale / "postgres").stop_if_orphaned():
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=TEST_POSTGRES_PREFIX))
+    server = EmbeddedPostgres(folder / "postgres")
+    await server.start()
+    try:
+        await apply_migrations(server.dsn)
+        yield server
+    finally:
+        await server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def projection_pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test database, for reading what the projection holds."""
+    pool = await create_pool(postgres.dsn)
+    try:
+        yield pool
+    finally:
+        await close_pool(pool)

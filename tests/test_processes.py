@@ -23,8 +23,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from client.conversation_client import ConversationClient
 from client.devstack import DevServer
 from client.fake_llm import FakeLlmServer
@@ -239,11 +237,6 @@ async def test_python_worker_py_serves_a_conversation_and_stops_on_sigint(
     assert "Traceback" not in worker.output, worker.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.main() handles only SIGINT: SIGTERM (docker stop, Kubernetes) kills it at once (exit -15), "
-    "with no worker shutdown, so an in-flight LLM activity is only retried after its heartbeat timeout",
-)
 async def test_python_worker_py_stops_gracefully_on_sigterm(dev_server: DevServer) -> None:
     task_queue = f"proc-{uuid.uuid4().hex[:8]}"
     env = _env(AGENT_RUNTIME__TEMPORAL__ADDRESS=dev_server.target, AGENT_RUNTIME__TEMPORAL__TASK_QUEUE=task_queue)
@@ -286,15 +279,11 @@ async def test_worker_refuses_an_invalid_setting_before_connecting() -> None:
     assert "Traceback" not in err, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.main() does not catch SettingsError like `agent-runtime worker` does: a traceback, exit 1",
-)
 async def test_python_worker_py_refuses_an_invalid_setting_cleanly() -> None:
     code, out, err = await _run(
         sys.executable, "worker.py", env=_env(AGENT_RUNTIME__LLM_TIMEOUT_SECONDS="-1"), timeout=SETTINGS_ERROR_SECONDS
     )
-    assert code != 0 and "AGENT_RUNTIME__LLM_TIMEOUT_SECONDS: Input should be greater than 0" in err, err
+    assert code == 2 and "AGENT_RUNTIME__LLM_TIMEOUT_SECONDS: Input should be greater than 0" in err, err
     assert "Traceback" not in err, err
 
 

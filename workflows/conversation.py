@@ -221,6 +221,7 @@ class ConversationWorkflow:
     def state(self) -> SessionState:
         return SessionState(
             session_id=self._session_id,
+            title=self._title(),
             status=self._status,
             current_agent=self._agent,
             pending_approvals=self.pending_approvals(),
@@ -314,11 +315,12 @@ class ConversationWorkflow:
             await self._execute_plan(self._plans[-1])
 
     def _on_switch_request(self, request: SwitchAgent) -> None:
-        self._switch_explicitly(request.agent_type, request.reason or "Requested by the user", final=True)
+        reason = request.reason or "Requested by the user"
+        self._switch_explicitly(request.agent_type, reason, final=True, confidence=request.confidence)
 
-    def _switch_explicitly(self, target: AgentType, reason: str, *, final: bool) -> None:
+    def _switch_explicitly(self, target: AgentType, reason: str, *, final: bool, confidence: str | None = None) -> None:
         # Asking for the current agent is not an error for explicit requests: answer and change nothing.
-        if not self._switch_to(target, reason, source="explicit", final=final):
+        if not self._switch_to(target, reason, source="explicit", final=final, confidence=confidence):
             self._emit(
                 ChunkType.AGENT_SWITCHED,
                 content=f"Already using the {target.value} agent",
@@ -875,12 +877,15 @@ class ConversationWorkflow:
 
     # --- the PostgreSQL projection ---
 
+    def _title(self) -> str | None:
+        first_user = next((m.content for m in self._history.messages if m.role == "user" and not m.name), None)
+        return first_user[:500] if first_user else None
+
     def _project_session(self) -> None:
-        first_user = next((m.content for m in self._history.messages if m.role == "user"), None)
         self._projection.add(
             SessionRecord(
                 session_id=self._session_id,
-                title=first_user[:500] if first_user else None,
+                title=self._title(),
                 current_agent=self._agent,
                 status=self._status,
                 message_count=len(self._history),

@@ -177,6 +177,7 @@ class SwitchAgent(_Model):
 
     agent_type: AgentType
     reason: str | None = None
+    confidence: str | None = None
 
 
 class InputReceipt(_Model):
@@ -455,6 +456,7 @@ class SessionStatus(StrEnum):
 
 class SessionState(_Model):
     session_id: str
+    title: str | None = Field(default=None, description="The first user message, at most 500 characters.")
     status: SessionStatus
     current_agent: AgentType
     pending_approvals: list[PendingApproval]

@@ -15,7 +15,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import FailureError
 
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
@@ -40,6 +40,9 @@ from workflows.model import (
 # Sessions started before the projection existed replay without it (their histories have no marker).
 PROJECTION_PATCH = "postgres-projection"
 WRITE_TIMEOUT = timedelta(seconds=10)
+# A local activity's retries run while the workflow task is held, so they are kept short; longer outages are
+# bridged by the flusher's own backoff below, which does not hold up the conversation.
+WRITE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(milliseconds=200))
 RETRY_INITIAL = timedelta(seconds=2)
 RETRY_MAX = timedelta(minutes=2)
 
@@ -132,10 +135,12 @@ class Projection:
                     RECORD_PROJECTION_ACTIVITY,
                     ProjectionBatch(records=batch),
                     schedule_to_close_timeout=WRITE_TIMEOUT,
-                    retry_policy=RetryPolicy(maximum_attempts=2),
+                    retry_policy=WRITE_RETRY,
                     summary=f"projection: {len(batch)} records",
                 )
-            except ActivityError as err:
+            # A local activity that used up its retries raises the activity's own failure (an ApplicationError), a
+            # timeout an ActivityError: both mean "not written yet", never "give up".
+            except FailureError as err:
                 self._down = True
                 workflow.logger.warning("Projection write failed, retrying in %s: %s", delay, err.__cause__ or err)
                 await workflow.sleep(delay)
