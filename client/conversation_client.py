@@ -30,6 +30,7 @@ from workflows.model import (
     EVENTS_TOPIC,
     INVALID_INPUT_ERROR,
     UNKNOWN_CALL_ID_ERROR,
+    CancelTurn,
     ChatMessage,
     ConversationConfig,
     ConversationInput,
@@ -132,6 +133,10 @@ class ConversationClient:
     async def decide_plan(self, session_id: str, decision: PlanDecision) -> InputReceipt:
         """Approve, reject or ask to modify a proposed plan (its `approval_request_id`)."""
         return await self._update(session_id, ConversationWorkflow.submit_plan_decision, decision)
+
+    async def cancel_turn(self, session_id: str, request: CancelTurn | None = None) -> InputReceipt:
+        """Stop the running turn; `accepted=False` when nothing is running. Queued inputs still run afterwards."""
+        return await self._update(session_id, ConversationWorkflow.submit_cancel_turn, request or CancelTurn())
 
     async def switch_agent(self, session_id: str, request: SwitchAgent) -> InputReceipt:
         return await self._update(session_id, ConversationWorkflow.submit_switch_agent, request)

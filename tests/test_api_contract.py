@@ -505,3 +505,19 @@ async def test_token_deltas_only_for_clients_that_ask(dev_server: DevServer, fak
         assert all(d["metadata"]["attempt"] == 1 for d in deltas)
         ids = [e.id for e in streamed]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_cancel_turn_through_the_stream(api: Api) -> None:
+    session_id = api.new_session(classify("coder"), call("execute_command", "call_k1", command="make"))
+    assert final(await api.say(session_id, "build it"))["requires_approval"] is True
+    events = await api.post(session_id, {"type": "cancel_turn", "reason": "wrong branch"})
+    done = final(events)
+    assert (done["type"], done["content"], done["metadata"]["reason"]) == (
+        "status",
+        "The turn was cancelled",
+        "wrong branch",
+    )
+    assert await api.pending(session_id) == []
+    await api.history(session_id)
+    idle = final(await api.post(session_id, {"type": "cancel_turn"}))
+    assert idle["type"] == "status" and idle["metadata"] == {"accepted": False}

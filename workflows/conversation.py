@@ -13,6 +13,8 @@ the current turn has closed every call, so the provider never sees an unpaired h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.metrics import SessionMetrics
     from workflows.model import (
         APPROVALS_QUERY,
+        CANCEL_TURN_SIGNAL,
+        CANCEL_TURN_UPDATE,
         CONVERSATION_WORKFLOW,
         EVENTS_TOPIC,
         HISTORY_QUERY,
@@ -54,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         AgentType,
         ApprovalStatus,
         CallStatus,
+        CancelTurn,
         CarriedState,
         ChatMessage,
         ChunkType,
@@ -92,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.tools import CATALOGUE, Executor
 
 # Event log entries kept across continue-as-new; older offsets are served from the retained base.
+CANCELLABLE_TURNS_PATCH = "cancellable-turns"
 EVENTS_KEPT_ON_CONTINUE = 500
 MESSAGE_IDS_KEPT_ON_CONTINUE = 1000
 
@@ -126,6 +132,7 @@ class ConversationWorkflow:
         self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
         self._plans: list[Plan] = list(carried.plans)
         self._projection = Projection(input.session_id, carried.unprojected)
+        self._cancel_request: CancelTurn | None = None
         self._answer_started_at = workflow.now()
         self._published_attributes: tuple[tuple[str, str], ...] = ()
         self._metrics = SessionMetrics()
@@ -137,21 +144,65 @@ class ConversationWorkflow:
             self._history.listener = self._projection.message
             if input.carried is None:
                 self._project_session()
+        # Sessions started before turns could be cancelled replay the way they ran: awaited directly.
+        cancellable = workflow.patched(CANCELLABLE_TURNS_PATCH)
         while True:
             await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
             if self._should_continue_as_new():
                 await self._continue_as_new()
             item = self._inbox.popleft()
             self._status = SessionStatus.RUNNING
-            if isinstance(item, UserMessage):
-                await self._on_user_message(item)
+            if cancellable:
+                await self._run_cancellable(item)
             else:
-                self._on_switch_request(item)
+                await self._process(item)
             self._status = SessionStatus.IDLE
             self._last_activity = workflow.now()
             self._turns += 1
             self._project_session()
             self._publish_observability()
+
+    async def _process(self, item: UserMessage | SwitchAgent) -> None:
+        if isinstance(item, UserMessage):
+            await self._on_user_message(item)
+        else:
+            self._on_switch_request(item)
+
+    async def _run_cancellable(self, item: UserMessage | SwitchAgent) -> None:
+        """Run one input as a task that a `cancel_turn` can stop wherever it waits (LLM call, approval, IDE)."""
+        self._cancel_request = None
+        turn = asyncio.create_task(self._process(item))
+        await workflow.wait_condition(lambda: turn.done() or self._cancel_request is not None)
+        if turn.done():
+            turn.result()  # re-raise a bug as a workflow task failure, never swallow it
+            return
+        turn.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await turn
+        request, self._cancel_request = self._cancel_request, None
+        self._close_cancelled_turn(request.reason if request else None)
+
+    def _close_cancelled_turn(self, reason: str | None) -> None:
+        """Close everything the cancelled turn left open, so pairing holds and nothing waits any more."""
+        for call in self._history.open_calls:
+            approval = self._ledger.approvals.get(call.id)
+            if approval is not None and approval.status is ApprovalStatus.PENDING:
+                self._settle(approval, ApprovalStatus.CANCELLED, decided_by="cancel_turn", feedback=reason)
+            self._ledger.decisions.pop(call.id, None)
+            self._close_call(call, tool_messages.cancelled(reason), outcome="cancelled")
+        for plan in self._plans:
+            if plan.status in (PlanStatus.PENDING_APPROVAL, PlanStatus.IN_PROGRESS):
+                for subtask in plan.subtasks:
+                    if subtask.status in (SubtaskStatus.PENDING, SubtaskStatus.IN_PROGRESS):
+                        subtask.status, subtask.error = SubtaskStatus.FAILED, "cancelled"
+                self._update_plan(plan, PlanStatus.CANCELLED)
+        self._outstanding.clear()
+        self._emit(
+            ChunkType.STATUS,
+            content="The turn was cancelled",
+            metadata={"cancelled": True, "reason": reason},
+            is_final=True,
+        )
 
     # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
 
@@ -214,6 +265,14 @@ class ConversationWorkflow:
     @submit_plan_decision.validator
     def _validate_plan_decision(self, decision: PlanDecision) -> None:
         self._ledger.check_plan_decision(decision)
+
+    @workflow.signal(name=CANCEL_TURN_SIGNAL)
+    def cancel_turn(self, request: CancelTurn) -> None:
+        self._accept_cancel(request)
+
+    @workflow.update(name=CANCEL_TURN_UPDATE)
+    def submit_cancel_turn(self, request: CancelTurn) -> InputReceipt:
+        return self._accept_cancel(request)
 
     # --- queries ---
 
@@ -289,6 +348,14 @@ class ConversationWorkflow:
         queued = self._status is not SessionStatus.IDLE or bool(self._inbox)
         self._inbox.append(message)
         return InputReceipt(queued=queued, detail="queued behind the current turn" if queued else "")
+
+    def _accept_cancel(self, request: CancelTurn) -> InputReceipt:
+        if self._status is SessionStatus.IDLE:
+            return InputReceipt(accepted=False, detail="no turn is running")
+        if self._cancel_request is not None:
+            return InputReceipt(duplicate=True, detail="the turn is already being cancelled")
+        self._cancel_request = request
+        return InputReceipt(detail="the running turn is being cancelled")
 
     def _check_switch(self, request: SwitchAgent) -> None:
         self._check_agent_available(request.agent_type)

@@ -7,11 +7,12 @@ timeout. Every call, successful or not, is counted and recorded for the projecti
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
@@ -113,6 +114,9 @@ class LlmCalls:
                 summary=summary,
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                # The turn was cancelled (cancel_turn) while the call ran: that is not an LLM failure to report.
+                raise asyncio.CancelledError() from err
             self._counters.llm_failures += 1
             self._metrics.llm_request(request.purpose, ok=False)
             self._projection.llm_request(record, error=error_text(err))

@@ -31,11 +31,13 @@ TOOL_RESULT_SIGNAL = "tool_result"
 HITL_DECISION_SIGNAL = "hitl_decision"
 SWITCH_AGENT_SIGNAL = "switch_agent"
 PLAN_DECISION_SIGNAL = "plan_decision"
+CANCEL_TURN_SIGNAL = "cancel_turn"
 USER_MESSAGE_UPDATE = "submit_user_message"
 TOOL_RESULT_UPDATE = "submit_tool_result"
 HITL_DECISION_UPDATE = "submit_hitl_decision"
 SWITCH_AGENT_UPDATE = "submit_switch_agent"
 PLAN_DECISION_UPDATE = "submit_plan_decision"
+CANCEL_TURN_UPDATE = "submit_cancel_turn"
 STATE_QUERY = "state"
 HISTORY_QUERY = "history"
 PENDING_APPROVALS_QUERY = "pending_approvals"
@@ -172,6 +174,12 @@ class PlanDecision(_Model):
     feedback: str | None = None
 
 
+class CancelTurn(_Model):
+    """Stop the turn that is running: its open tool calls are closed as cancelled, and queued inputs still run."""
+
+    reason: str | None = None
+
+
 class SwitchAgent(_Model):
     """An explicit request to hand the conversation to another agent."""
 
@@ -197,6 +205,7 @@ class ApprovalStatus(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
 
 class PendingApproval(_Model):
@@ -216,7 +225,7 @@ class PendingApproval(_Model):
     created_at: datetime
     expires_at: datetime | None = None
     decided_at: datetime | None = None
-    decided_by: Literal["hitl_decision", "tool_result", "expiry", "plan_decision"] | None = None
+    decided_by: Literal["hitl_decision", "tool_result", "expiry", "plan_decision", "cancel_turn"] | None = None
     decision: Decision | PlanDecisionKind | None = None
     feedback: str | None = None
 
@@ -301,6 +310,7 @@ class PlanStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Subtask(_Model):

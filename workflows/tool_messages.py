@@ -66,3 +66,7 @@ def plan_changes_requested(feedback: str | None) -> str:
         f"The user asked for changes to the plan: {feedback or 'no details given'}. "
         "Revise the plan and call create_plan again."
     )
+
+
+def cancelled(reason: str | None) -> str:
+    return f"Error: the user cancelled the turn before this call finished ({reason or 'no reason given'})."

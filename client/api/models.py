@@ -104,8 +104,15 @@ class PlanDecisionInput(_Body):
     feedback: str | None = None
 
 
+class CancelTurnInput(_Body):
+    """Stop the session's running turn (not in the original contract): open calls are closed as cancelled."""
+
+    type: Literal["cancel_turn"]
+    reason: str | None = None
+
+
 MessageInput = Annotated[
-    UserMessageInput | ToolResultInput | HitlDecisionInput | SwitchAgentInput | PlanDecisionInput,
+    UserMessageInput | ToolResultInput | HitlDecisionInput | SwitchAgentInput | PlanDecisionInput | CancelTurnInput,
     Field(discriminator="type"),
 ]
 

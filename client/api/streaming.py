@@ -26,6 +26,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from client.api.models import (
+    CancelTurnInput,
     HitlDecisionInput,
     MessageInput,
     PlanDecisionInput,
@@ -42,6 +43,7 @@ from client.conversation_client import (
     UnknownSessionError,
 )
 from workflows.model import (
+    CancelTurn,
     ChunkType,
     HitlDecision,
     InputReceipt,
@@ -52,13 +54,13 @@ from workflows.model import (
     UserMessage,
 )
 
-Input = UserMessage | ToolResult | HitlDecision | SwitchAgent | PlanDecision
+Input = UserMessage | ToolResult | HitlDecision | SwitchAgent | PlanDecision | CancelTurn
 
-SUPPORTED_TYPES = ("user_message", "tool_result", "hitl_decision", "switch_agent", "plan_decision")
+SUPPORTED_TYPES = ("user_message", "tool_result", "hitl_decision", "switch_agent", "plan_decision", "cancel_turn")
 
-_MESSAGE = TypeAdapter[UserMessageInput | ToolResultInput | HitlDecisionInput | SwitchAgentInput | PlanDecisionInput](
-    MessageInput
-)
+_MESSAGE = TypeAdapter[
+    UserMessageInput | ToolResultInput | HitlDecisionInput | SwitchAgentInput | PlanDecisionInput | CancelTurnInput
+](MessageInput)
 
 _ERROR_CODES: dict[type[Exception], str] = {
     UnknownSessionError: "unknown_session",
@@ -130,6 +132,8 @@ def parse_input(message: Any) -> Input:
                 return PlanDecision(
                     approval_request_id=parsed.approval_request_id, decision=parsed.decision, feedback=parsed.feedback
                 )
+            case CancelTurnInput():
+                return CancelTurn(reason=parsed.reason)
     except ValidationError as err:
         raise InputError(f"Invalid {kind} message: {_describe(err)}") from None
     raise InputError(f"Unsupported message type: {kind}")  # unreachable: the union is exhaustive
@@ -171,6 +175,8 @@ async def send_input(runtime: ApiRuntime, session_id: str, item: Input) -> Input
             return await conversations.switch_agent(session_id, item)
         case PlanDecision():
             return await conversations.decide_plan(session_id, item)
+        case CancelTurn():
+            return await conversations.cancel_turn(session_id, item)
 
 
 async def run_input(
@@ -193,6 +199,9 @@ async def run_input(
     if receipt.duplicate:
         detail = receipt.detail or "the input was already received"
         yield Outgoing(api_chunk(session_id, "status", f"Already processed: {detail}", metadata={"duplicate": True}))
+        return
+    if not receipt.accepted:
+        yield Outgoing(api_chunk(session_id, "status", f"Nothing done: {receipt.detail}", metadata={"accepted": False}))
         return
     if receipt.queued:
         content = (
