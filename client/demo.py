@@ -19,20 +19,32 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from activities.persistence import ProjectionReader, close_pool, create_pool
+from client.connection import session_config
 from client.conversation_client import ConversationClient, Event
 from client.database import describe_dsn, projection_database
-from client.devstack import start_dev_server
+from client.devstack import DevServer, start_dev_server
 from client.fake_llm import FakeLlmServer, FakeReply
+from client.visibility import stuck_approvals_query
 from settings import Settings, TemporalSettings
 from worker import running_worker
-from workflows.model import ChunkType, Decision, HitlDecision, ToolResult, UserMessage, workflow_id_for
+from workflows.model import (
+    SEARCH_ATTRIBUTES,
+    ChunkType,
+    Decision,
+    HitlDecision,
+    ToolResult,
+    UserMessage,
+    workflow_id_for,
+)
 
 PROJECTION_CATCH_UP_SECONDS = 10.0
 USER_REQUEST = "run dart analyze"
+STUCK_AFTER = timedelta(minutes=15)
 IDE_STDOUT = "Analyzing codelab_app...\nNo issues found! (ran in 2.1s)"
 IDE_OUTPUT = {"exit_code": 0, "stdout": IDE_STDOUT, "stderr": ""}
 
@@ -96,6 +108,22 @@ def _describe(event: Event) -> str:
             return f"{chunk.type.value}: {chunk.content or chunk.error}{wait}"
 
 
+async def _show_stuck_approval_filter(show: _Printer, temporal: DevServer, session_id: str) -> None:
+    """The operator's Web UI filter: this session shows up as stuck once its approval is older than the cutoff."""
+    query = stuck_approvals_query(STUCK_AFTER, now=datetime.now(UTC) + STUCK_AFTER)
+    show.line(
+        f"Web UI filter for approvals pending > {STUCK_AFTER.seconds // 60} min (as seen {STUCK_AFTER} from now):"
+    )
+    show.line(f"  {query}")
+    for _ in range(50):  # visibility is eventually consistent
+        found = [w.id async for w in temporal.client.list_workflows(query)]
+        if workflow_id_for(session_id) in found:
+            show.line(f"  matches: {', '.join(found)}")
+            return
+        await asyncio.sleep(0.1)
+    show.line("  (visibility has not indexed the session yet)")
+
+
 @contextlib.asynccontextmanager
 async def _scratch_folder() -> AsyncIterator[Path]:
     with tempfile.TemporaryDirectory(prefix="agent-runtime-demo-") as folder:
@@ -131,7 +159,7 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     session_id = f"demo-{uuid.uuid4().hex[:8]}"
     show.step("Starting the embedded stack: Temporal dev server, fake LLM, PostgreSQL, worker")
     async with (
-        await start_dev_server(ui=True) as temporal,
+        await start_dev_server(ui=True, search_attributes=SEARCH_ATTRIBUTES) as temporal,
         FakeLlmServer() as llm,
         _scratch_folder() as scratch,
         # DATABASE_URL wins; otherwise an embedded PostgreSQL on a throwaway folder (the Temporal server is in memory
@@ -146,9 +174,8 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         show.line(f"fake LLM (OpenAI-compatible) at {llm.base_url}")
         show.line(f"PostgreSQL projection at {describe_dsn(dsn)}")
         async with running_worker(temporal.client, settings):
-            client = ConversationClient(
-                temporal.client, task_queue=settings.temporal.task_queue, config=settings.conversation_config()
-            )
+            config = await session_config(temporal.client, settings)
+            client = ConversationClient(temporal.client, task_queue=settings.temporal.task_queue, config=config)
             show.step(f'The user says "{USER_REQUEST}" (session {session_id})')
             await client.send_user_message(session_id, UserMessage(content=USER_REQUEST))
             events = await client.until_wait_point(session_id)
@@ -160,6 +187,7 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
             show.line(
                 f"Web UI: {temporal.ui_url}/namespaces/{temporal.namespace}/workflows/{workflow_id_for(session_id)}"
             )
+            await _show_stuck_approval_filter(show, temporal, session_id)
 
             show.step("The user approves (the step that crashed the original runtime)")
             await client.decide(session_id, HitlDecision(call_id=approval.call_id, decision=Decision.APPROVE))
