@@ -36,7 +36,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -100,6 +100,8 @@ class FakeReply(BaseModel):
         error_text: Answer HTTP 200 with content "[Error] <error_text>", as the original llm-proxy does (bug B2).
         raw_body: Answer HTTP 200 with this body verbatim (for garbled-response tests).
         delay_seconds: Sleep this long before answering (for timeout tests).
+        chunk_delay_seconds: When streaming, sleep this long between chunks, like a provider producing tokens over
+            time (for latency benchmarks: the first token then clearly precedes the last).
         match: Only a request of this purpose consumes the reply; others skip it.
     """
 
@@ -117,6 +119,7 @@ class FakeReply(BaseModel):
     error_text: str | None = None
     raw_body: str | None = None
     delay_seconds: float = Field(default=0.0, ge=0)
+    chunk_delay_seconds: float = Field(default=0.0, ge=0)
     match: Purpose | None = None
 
 
@@ -127,14 +130,22 @@ class ScriptBody(BaseModel):
     replies: list[FakeReply]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReceivedRequest:
-    """One request as the fake received it."""
+    """One request as the fake received it.
+
+    Attributes:
+        received_at: Wall-clock time (`time.time()`) the request was recorded.
+        first_token_at: Wall-clock time the first streamed chunk with assistant text was handed to the server to
+            send; None until then (and for non-streamed or text-less replies).
+    """
 
     path: str
     session: str
     headers: dict[str, str]
     body: Any
+    received_at: float = field(default_factory=time.time)
+    first_token_at: float | None = None
 
 
 # --- OpenAI-style validation ---
@@ -883,9 +894,10 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
             body = json.loads(raw)
         except ValueError:
             body = None
-        state.record(
-            ReceivedRequest(path=request.url.path, session=session_of(body), headers=dict(request.headers), body=body)
+        received = ReceivedRequest(
+            path=request.url.path, session=session_of(body), headers=dict(request.headers), body=body
         )
+        state.record(received)
         try:
             state.check_auth(request)
             if body is None:
@@ -907,7 +919,7 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
             return Response(reply.raw_body, media_type="application/json")
         session = session_of(body)
         if body.get("stream"):
-            return StreamingResponse(_sse(reply, body, session), media_type="text/event-stream")
+            return StreamingResponse(_sse(reply, body, session, received), media_type="text/event-stream")
         return JSONResponse(completion_json(reply, body, session))
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
@@ -959,12 +971,22 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
     return app
 
 
-async def _sse(reply: FakeReply, body: Mapping[str, Any], session: str) -> AsyncIterator[bytes]:
-    for chunk in completion_chunks(reply, body, session):
+async def _sse(
+    reply: FakeReply, body: Mapping[str, Any], session: str, received: ReceivedRequest
+) -> AsyncIterator[bytes]:
+    for index, chunk in enumerate(completion_chunks(reply, body, session)):
+        if index and reply.chunk_delay_seconds:
+            await asyncio.sleep(reply.chunk_delay_seconds)
+        if received.first_token_at is None and _has_text(chunk):
+            received.first_token_at = time.time()
         yield f"data: {json.dumps(chunk)}\n\n".encode()
         # A real provider's deltas arrive over time; yielding lets a client see them one by one.
         await asyncio.sleep(0)
     yield b"data: [DONE]\n\n"
+
+
+def _has_text(chunk: Mapping[str, Any]) -> bool:
+    return any(bool((choice.get("delta") or {}).get("content")) for choice in chunk.get("choices") or [])
 
 
 async def _sleep_unless_disconnected(request: Request, seconds: float) -> None:
