@@ -167,6 +167,7 @@ class LlmActivities:
         publisher = WorkflowStreamClient.from_within_activity(batch_interval=TOKEN_BATCH_INTERVAL)
         events = publisher.topic(EVENTS_TOPIC, type=StreamChunk)
         accumulator = StreamAccumulator()
+        published = False
         started = time.monotonic()
         try:
             async with asyncio.timeout(request.timeout_seconds), publisher:
@@ -203,6 +204,11 @@ class LlmActivities:
                                     metadata={"attempt": attempt, "request_id": request.request_id},
                                 )
                             )
+                            if not published:
+                                # The first token goes out at once (time to first token is what a user feels);
+                                # the rest ride the batch interval.
+                                await publisher.flush()
+                                published = True
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as err:

@@ -148,6 +148,11 @@ class DevServer:
         await self.shutdown()
 
 
+# The dev server's default transfer-queue poll rate (20/s) adds ~30 ms to half of all workflow tasks after an
+# activity completes; a real cluster is tuned for load instead (benchmarks/latency.py: agent step 47 -> 18 ms p50).
+DEV_SERVER_DYNAMIC_CONFIG = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000")
+
+
 async def start_dev_server(
     *,
     ui: bool = True,
@@ -197,6 +202,7 @@ async def start_dev_server(
         dev_server_existing_path=str(cli),
         dev_server_database_filename=str(db_file) if db_file is not None else None,
         dev_server_log_level=log_level,
+        dev_server_extra_args=list(DEV_SERVER_DYNAMIC_CONFIG),
         dev_server_startup_timeout=_STARTUP_TIMEOUT,
     )
     server = DevServer(

@@ -101,6 +101,7 @@ async def test_openapi_document_is_complete(api: Api) -> None:
         "hitl_decision",
         "switch_agent",
         "plan_decision",
+        "cancel_turn",
     }
     assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert set(schemas["StreamChunk"]["properties"]) >= set(support.ORIGINAL_CHUNK_FIELDS)
