@@ -47,7 +47,7 @@ from client.fake_llm import FakeLlmServer, FakeReply
 from settings import Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from worker import running_worker
-from workflows.model import ChunkType, PlanDecision, PlanDecisionKind, workflow_id_for
+from workflows.model import CancelTurn, ChunkType, PlanDecision, PlanDecisionKind, workflow_id_for
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 
@@ -191,6 +191,15 @@ async def continue_as_new(session: Session, env: WorkflowEnvironment) -> None:
     assert (await session.client.state(session.id)).run == 3
 
 
+async def cancel_turn(session: Session, env: WorkflowEnvironment) -> None:
+    """A turn cancelled while its approval waits (the cancellable-turns path), then a normal turn."""
+    await _park_write(session)
+    assert (await session.client.cancel_turn(session.id, CancelTurn(reason="changed my mind"))).accepted
+    assert final(await session.events()).content == "The turn was cancelled"
+    session.script(text("Okay, nothing written."))
+    assert final(await session.say("never mind")).content == "Okay, nothing written."
+
+
 _QUIET = {"llm_streaming": False}
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -207,6 +216,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("llm_failure_then_recovery", llm_failure_then_recovery, _QUIET),
     Scenario("plan_approved", plan_approved, _QUIET),
     Scenario("continue_as_new", continue_as_new, _QUIET | {"continue_as_new_after_turns": 1}),
+    Scenario("cancel_turn", cancel_turn, _QUIET),
 )
 
 
