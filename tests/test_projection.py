@@ -47,6 +47,8 @@ from workflows.model import (
     LlmRequestRecord,
     MessageRecord,
     PendingApproval,
+    PlanDecision,
+    PlanDecisionKind,
     ProjectionBatch,
     SessionCounters,
     SessionRecord,
@@ -501,3 +503,51 @@ async def test_migrations_are_versioned_and_idempotent(postgres: EmbeddedPostgre
         await conn.close()
     assert versions == [1]
     assert set(PROJECTION_TABLES) | {"schema_migrations"} <= tables
+
+
+async def test_a_plan_and_its_subtasks_are_projected(projected_session: Session, reader: ProjectionReader) -> None:
+    """Issue 7: the plan, its approval and every subtask's outcome reach PostgreSQL as the workflow sees them."""
+    session = projected_session
+    subtasks = [
+        {"title": "Write", "description": "write it", "agent": "coder", "estimated_time_minutes": 3},
+        {
+            "title": "Explain",
+            "description": "explain it",
+            "agent": "ask",
+            "estimated_time_minutes": 1,
+            "dependencies": [0],
+        },
+    ]
+    plan_call = FakeReply(
+        tool_calls=[
+            {
+                "id": "call_plan",
+                "name": "create_plan",
+                "arguments": {"title": "Small plan", "description": "two steps", "subtasks": subtasks},
+            }
+        ]
+    )
+    session.script(classify("architect"), plan_call)
+    required = final(await session.say("plan it"))
+    assert required.approval_request_id is not None
+    session.script(call("attempt_completion", "call_done", result="written"), text("It is explained."))
+    await session.client.decide_plan(
+        session.id, PlanDecision(approval_request_id=required.approval_request_id, decision=PlanDecisionKind.APPROVE)
+    )
+    assert final(await session.events()).type.value == "execution_completed"
+
+    state = await session.client.state(session.id)
+    for _ in range(50):  # the flusher writes shortly after the final event
+        if await reader.plans(session.id) == state.plans:
+            break
+        await asyncio.sleep(0.1)
+    assert await reader.plans(session.id) == state.plans
+    [plan] = await reader.plans(session.id)
+    assert plan.status == "completed" and [s.result for s in plan.subtasks] == ["written", "It is explained."]
+    [approval] = await reader.approvals(session.id)
+    assert (approval.request_type, approval.status, approval.request_id) == (
+        "plan",
+        ApprovalStatus.APPROVED,
+        required.approval_request_id,
+    )
+    assert [m.role for m in await reader.history(session.id)] == [m.role for m in await session.history()]
