@@ -29,7 +29,7 @@ from workflows.selfcheck import check_consistency
 
 log = logging.getLogger("agent_runtime.worker")
 
-STICKY_SCHEDULE_TO_START_TIMEOUT = timedelta(seconds=1)
+STICKY_SCHEDULE_TO_START_TIMEOUT = timedelta(milliseconds=500)
 # Lets an LLM call in flight finish on shutdown; anything longer is retried elsewhere.
 GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=5)
 

@@ -22,12 +22,10 @@ Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, Op
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +36,7 @@ from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from workflows.model import (
     CHAT_COMPLETION_ACTIVITY,
     EVENTS_TOPIC,
@@ -69,7 +68,7 @@ _MAX_PROVIDER_MESSAGE_CHARS = 500
 _MAX_RETRY_AFTER = timedelta(minutes=5)
 
 # Heartbeats while waiting on the provider; the workflow's heartbeat timeout is a few times this.
-HEARTBEAT_INTERVAL_SECONDS = 5.0
+HEARTBEAT_INTERVAL_SECONDS = 2.0
 # Tokens are batched into one signal per interval: live enough for a UI, cheap in workflow history.
 TOKEN_BATCH_INTERVAL = timedelta(milliseconds=200)
 
@@ -131,7 +130,7 @@ class LlmActivities:
             },
         ) as span:
             try:
-                async with _heartbeating():
+                async with heartbeating(HEARTBEAT_INTERVAL_SECONDS):
                     reply = await self._complete(request)
             except ApplicationError as err:
                 span.set_attribute("error.type", err.type or "ApplicationError")
@@ -291,22 +290,6 @@ def _record_metrics(request: LlmRequest, reply: LlmReply) -> None:
     tokens = meter.create_counter("agent_runtime_llm_tokens", "LLM tokens used", "tokens")
     tokens.add(reply.usage.prompt_tokens, labels | {"type": "input"})
     tokens.add(reply.usage.completion_tokens, labels | {"type": "output"})
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class StreamAccumulator:

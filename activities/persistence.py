@@ -28,6 +28,7 @@ it started, so a worker never needs PostgreSQL to be up to serve conversations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -44,6 +45,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
     AgentSwitchRecord,
@@ -82,6 +84,8 @@ MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"agent-runtime schema migrat
 # A write is a local activity with a 10 s budget; connecting must fail well inside it when the server is gone.
 CONNECT_TIMEOUT_SECONDS = 3.0
 COMMAND_TIMEOUT_SECONDS = 5.0
+# The workflow's heartbeat timeout for a write is a few of these (workflows/projection.py).
+HEARTBEAT_INTERVAL_SECONDS = 1.0
 
 # Errors meaning "the database is not reachable right now", as opposed to a bad statement.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -352,11 +356,16 @@ class PersistenceActivities:
             ApplicationError: Type `ProjectionUnavailable` (retryable) when PostgreSQL cannot be reached.
         """
         statements = _statements(batch.records)
+        # A regular-activity write beats, so a write lost with its worker is retried after a few seconds; sessions
+        # started before writes were regular activities still call this as a local activity, which cannot beat.
+        regular = activity.in_activity() and not activity.info().is_local
+        beat = heartbeating(HEARTBEAT_INTERVAL_SECONDS) if regular else contextlib.nullcontext()
         try:
-            await self._ensure_schema()
-            async with self._pool.acquire() as conn, conn.transaction():
-                for sql, rows in statements:
-                    await conn.executemany(sql, rows)
+            async with beat:
+                await self._ensure_schema()
+                async with self._pool.acquire() as conn, conn.transaction():
+                    for sql, rows in statements:
+                        await conn.executemany(sql, rows)
         except _UNAVAILABLE as err:
             raise ApplicationError(
                 f"PostgreSQL unavailable: {_describe(err)}", type=PROJECTION_UNAVAILABLE_ERROR

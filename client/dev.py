@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client
 
@@ -36,6 +35,7 @@ from client.api import create_app
 from client.connection import connect_client
 from client.database import EmbeddedPostgres, describe_dsn
 from client.devstack import start_dev_server
+from client.embedded_server import EmbeddedServer
 from client.fake_llm import FakeLlmServer
 from settings import Settings
 from worker import running_worker
@@ -145,22 +145,19 @@ async def run_dev(
             # The worker, then the API.
             await stack.enter_async_context(running_worker(client, settings))
             lines.append(("Worker", f"task queue {settings.temporal.task_queue}"))
-            api = _EmbeddedUvicorn(
-                uvicorn.Config(
-                    create_app(settings, temporal_client=client),
-                    host=options.host,
-                    port=options.api_port,
-                    log_config=None,
-                    timeout_graceful_shutdown=2,
-                )
+            api = EmbeddedServer(
+                create_app(settings, temporal_client=client),
+                options.host,
+                options.api_port,
+                name="dev-api",
+                shutdown_timeout=5,
             )
-            api_task = asyncio.create_task(api.serve(), name="dev-api")
-            stack.push_async_callback(_stop_api, api, api_task)
-            while not api.started:
-                if api_task.done():
-                    api_task.result()
-                    raise DevStackUnavailable(f"the HTTP API did not start on {options.host}:{options.api_port}")
-                await asyncio.sleep(0.02)
+            try:
+                await stack.enter_async_context(api)
+            except OSError as err:
+                raise DevStackUnavailable(
+                    f"the HTTP API did not start on {options.host}:{options.api_port}: {err}"
+                ) from err
             lines.append(("HTTP API", f"http://{_url_host(options.host)}:{options.api_port}  (docs /docs)"))
 
             width = max(len(name) for name, _ in lines)
@@ -175,23 +172,6 @@ async def run_dev(
     out.write("Stopped.\n")
     out.flush()
     return 0
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the dev stack (it stops everything, in order)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _stop_api(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    try:
-        await asyncio.wait_for(asyncio.shield(task), 5)
-    except TimeoutError:
-        server.force_exit = True
-        await task
 
 
 @contextlib.contextmanager

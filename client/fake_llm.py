@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +43,8 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from client.embedded_server import EmbeddedServer
 
 logger = logging.getLogger(__name__)
 
@@ -1001,14 +1002,6 @@ async def _sleep_unless_disconnected(request: Request, seconds: float) -> None:
 # --- Running it ---
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone: it is a guest in someone's event loop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class FakeLlmServer:
     """Runs the fake in the current event loop on a real port.
 
@@ -1029,19 +1022,24 @@ class FakeLlmServer:
         internal_api_key: str | None = None,
         shutdown_timeout: float = 2.0,
     ) -> None:
-        self.host = host
-        self.port = port
         self.fake = FakeLlm(api_key=api_key, internal_api_key=internal_api_key)
         self.app = create_app(self.fake)
-        self._shutdown_timeout = shutdown_timeout
-        self._server: _EmbeddedUvicorn | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server = EmbeddedServer(
+            self.app, host, port, lifespan="off", name="fake-llm", shutdown_timeout=shutdown_timeout
+        )
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def base_url(self) -> str:
         """E.g. `http://127.0.0.1:54321` (an OpenAI client's base URL is this plus `/v1`)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._server.base_url
 
     @property
     def chat_completions_url(self) -> str:
@@ -1067,42 +1065,11 @@ class FakeLlmServer:
 
     async def start(self) -> None:
         """Bind the port and serve until `stop`."""
-        if self._task is not None:
-            raise RuntimeError("FakeLlmServer already started")
-        # Binding here rather than in uvicorn makes port 0 usable: the chosen port is known before serving.
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        # log_config=None and log_level=None: an embedded server must not reconfigure the host's logging.
-        config = uvicorn.Config(self.app, lifespan="off", log_config=None, log_level=None, timeout_graceful_shutdown=1)
-        server = _EmbeddedUvicorn(config)
-        self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"fake-llm:{self.port}")
-        while not server.started:
-            if self._task.done():
-                sock.close()
-                self._task.result()  # re-raises the startup failure
-                raise RuntimeError("fake LLM server exited during startup")
-            await asyncio.sleep(0.01)
+        await self._server.start()
 
     async def stop(self) -> None:
         """Stop serving; open requests get `shutdown_timeout` seconds to finish."""
-        server, task = self._server, self._task
-        if server is None or task is None:
-            return
-        self._server = self._task = None
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self._shutdown_timeout)
-        except TimeoutError:
-            server.force_exit = True
-            await task
+        await self._server.stop()
 
     async def __aenter__(self) -> FakeLlmServer:
         await self.start()

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from client.api import create_app
-from client.api.server import EmbeddedApiServer
 from client.devstack import DevServer, free_port
+from client.embedded_server import EmbeddedServer
 from client.fake_llm import FakeLlmServer
 from settings import Settings, TemporalSettings
 from tests import test_api_support as support
@@ -133,7 +133,7 @@ async def test_without_a_key_auth_is_off_and_single_agent_mode_lists_two_agents(
         temporal=TemporalSettings(address=dev_server.target, task_queue=f"api-open-{uuid.uuid4().hex[:6]}"),
         multi_agent_mode=False,
     )
-    async with EmbeddedApiServer(create_app(settings, temporal_client=dev_server.client)) as server:
+    async with EmbeddedServer(create_app(settings, temporal_client=dev_server.client)) as server:
         async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as http:
             body = (await http.get("/agents")).json()
     assert caplog.text.count("No internal API key is configured") == 1

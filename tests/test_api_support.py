@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from temporalio.client import Client
 
 from client.api import ApiOptions, create_app
-from client.api.server import EmbeddedApiServer
 from client.conversation_client import ConversationClient
 from client.devstack import DevServer, start_dev_server
+from client.embedded_server import EmbeddedServer
 from client.fake_llm import FakeLlmServer, FakeReply
 from settings import Settings, TemporalSettings
 from tests.support import assert_provider_valid
@@ -68,7 +68,7 @@ class SseEvent:
 class Api:
     """The running API and what a test needs around it."""
 
-    server: EmbeddedApiServer
+    server: EmbeddedServer
     http: httpx.AsyncClient
     llm: FakeLlmServer
     temporal: Client
@@ -223,7 +223,7 @@ async def running_api(
     )
     async with running_worker(dev_server.client, settings):
         app = create_app(settings, temporal_client=dev_server.client, options=options)
-        async with EmbeddedApiServer(app) as server:
+        async with EmbeddedServer(app) as server:
             async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=30, trust_env=False) as http:
                 yield Api(server, http, fake_llm, dev_server.client, settings)
 

@@ -18,10 +18,12 @@ from workflows.model import (
     INVALID_INPUT_ERROR,
     UNKNOWN_CALL_ID_ERROR,
     ApprovalStatus,
+    Decision,
     HitlDecision,
     InputReceipt,
     PendingApproval,
     PlanDecision,
+    PlanDecisionKind,
     ToolResult,
 )
 from workflows.tools import CATALOGUE, Executor
@@ -62,18 +64,7 @@ class CallLedger:
         if approval.request_type == "plan":
             raise invalid_input(f"approval {approval.request_id} is a plan approval: send a plan_decision")
         earlier = self.decisions.get(decision.call_id)
-        if approval.status is ApprovalStatus.PENDING and earlier is None:
-            return
-        settled_as = earlier.decision if earlier else approval.decision
-        # Repeating the outcome is acknowledged as a duplicate; contradicting it is an error the caller must see.
-        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
-            return
-        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
-        raise ApplicationError(
-            f"approval {decision.call_id} is already {outcome}",
-            type=APPROVAL_ALREADY_RESOLVED_ERROR,
-            non_retryable=True,
-        )
+        _refuse_contradiction(approval, earlier.decision if earlier else None, decision.decision)
 
     def accept_decision(self, decision: HitlDecision) -> InputReceipt:
         approval = self.approvals[decision.call_id]
@@ -96,17 +87,7 @@ class CallLedger:
                 non_retryable=True,
             )
         earlier = self.plan_decisions.get(decision.approval_request_id)
-        if approval.status is ApprovalStatus.PENDING and earlier is None:
-            return
-        settled_as = earlier.decision if earlier else approval.decision
-        if approval.status is not ApprovalStatus.EXPIRED and settled_as == decision.decision:
-            return
-        outcome = f"decided ({earlier.decision.value})" if earlier else approval.status.value
-        raise ApplicationError(
-            f"plan approval {decision.approval_request_id} is already {outcome}",
-            type=APPROVAL_ALREADY_RESOLVED_ERROR,
-            non_retryable=True,
-        )
+        _refuse_contradiction(approval, earlier.decision if earlier else None, decision.decision)
 
     def accept_plan_decision(self, decision: PlanDecision) -> InputReceipt:
         approval = self.plan_approval(decision.approval_request_id)
@@ -115,6 +96,25 @@ class CallLedger:
             return InputReceipt(duplicate=True, detail=f"plan approval {approval.request_id} is already decided")
         self.plan_decisions[decision.approval_request_id] = decision
         return InputReceipt()
+
+
+def _refuse_contradiction(
+    approval: PendingApproval, received: Decision | PlanDecisionKind | None, requested: Decision | PlanDecisionKind
+) -> None:
+    """Accept a first decision or a repeat of the outcome (a duplicate); refuse one that contradicts it.
+
+    `received` is a decision already recorded but not yet acted on; an expired approval takes no decision at all.
+    """
+    if approval.status is ApprovalStatus.PENDING and received is None:
+        return
+    settled_as = received or approval.decision
+    if approval.status is not ApprovalStatus.EXPIRED and settled_as == requested:
+        return
+    outcome = f"decided ({received.value})" if received else approval.status.value
+    kind = "plan approval" if approval.request_type == "plan" else "approval"
+    raise ApplicationError(
+        f"{kind} {approval.request_id} is already {outcome}", type=APPROVAL_ALREADY_RESOLVED_ERROR, non_retryable=True
+    )
 
 
 def invalid_input(message: str) -> ApplicationError:

@@ -1,4 +1,5 @@
-"""Running the API inside an existing event loop (tests, the embedded dev stack) on a real port."""
+"""Serving an ASGI app inside an existing event loop on a real port: the HTTP API in the dev stack and tests, the
+fake LLM everywhere. One implementation, so port binding, startup failures and shutdown behave the same."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Literal
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class _GuestServer(uvicorn.Server):
@@ -20,13 +22,33 @@ class _GuestServer(uvicorn.Server):
         yield
 
 
-class EmbeddedApiServer:
-    """Serve an app (lifespan on) in the current event loop; port 0 picks a free port, known after `start`."""
+class EmbeddedServer:
+    """Serve an app in the current event loop; port 0 picks a free port, known after `start`.
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 2.0) -> None:
+    Args:
+        app: The ASGI app.
+        host: Interface to bind.
+        port: Port; 0 picks a free one.
+        lifespan: Run the app's startup/shutdown ("on") or not ("off").
+        name: For the serving task's name (debugging).
+        shutdown_timeout: Seconds open requests get to finish on `stop` before they are cancelled.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        lifespan: Literal["on", "off"] = "on",
+        name: str = "server",
+        shutdown_timeout: float = 2.0,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self._lifespan = lifespan
+        self._name = name
         self._shutdown_timeout = shutdown_timeout
         self._server: _GuestServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -41,6 +63,7 @@ class EmbeddedApiServer:
         return "ws" + self.base_url.removeprefix("http")
 
     async def start(self) -> None:
+        """Bind the port and serve until `stop`."""
         if self._task is not None:
             raise RuntimeError("server already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -51,20 +74,24 @@ class EmbeddedApiServer:
         except OSError:
             sock.close()
             raise
+        # Binding here rather than in uvicorn makes port 0 usable: the chosen port is known before serving.
         self.port = sock.getsockname()[1]
         # log_config=None: an embedded server must not reconfigure the host's logging.
-        config = uvicorn.Config(self.app, lifespan="on", log_config=None, log_level=None, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app, lifespan=self._lifespan, log_config=None, log_level=None, timeout_graceful_shutdown=1
+        )
         server = _GuestServer(config)
         self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-runtime-api:{self.port}")
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self._name}:{self.port}")
         while not server.started:
             if self._task.done():
                 sock.close()
-                self._task.result()
-                raise RuntimeError("API server exited during startup")
+                self._task.result()  # re-raises the startup failure
+                raise RuntimeError(f"{self._name} exited during startup")
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        """Stop serving; open requests get `shutdown_timeout` seconds to finish."""
         server, task = self._server, self._task
         if server is None or task is None:
             return
@@ -76,7 +103,7 @@ class EmbeddedApiServer:
             server.force_exit = True
             await task
 
-    async def __aenter__(self) -> EmbeddedApiServer:
+    async def __aenter__(self) -> EmbeddedServer:
         await self.start()
         return self
 
