@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ConversationClient
+from client.database import projection_database
 from client.devstack import start_time_skipping_server
 from client.fake_llm import FakeLlmServer, FakeReply
 from settings import Settings, TemporalSettings
@@ -62,11 +64,14 @@ class Scenario:
         name: File name stem; never reuse the name of a recorded scenario for a different conversation.
         drive: Plays the conversation on a session (the runtime is set up by the caller).
         settings: `Settings` overrides for this scenario's worker and sessions.
+        database: Write the PostgreSQL projection (an embedded PostgreSQL for the recording), so the history holds
+            the projection's patch markers and writes.
     """
 
     name: str
     drive: Drive
     settings: dict[str, Any] = field(default_factory=dict)
+    database: bool = False
 
     @property
     def session_id(self) -> str:
@@ -217,6 +222,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("plan_approved", plan_approved, _QUIET),
     Scenario("continue_as_new", continue_as_new, _QUIET | {"continue_as_new_after_turns": 1}),
     Scenario("cancel_turn", cancel_turn, _QUIET),
+    Scenario("projected_approval", approve_tool_result, database=True),
 )
 
 
@@ -229,12 +235,13 @@ async def scenario_runtime(
 ) -> AsyncIterator[Session]:
     """A worker on its own task queue configured for the scenario, and a session to drive."""
     task_queue = f"record-{scenario.name}{suffix}"
-    settings = Settings(
-        llm_proxy_url=llm.base_url,
-        temporal=TemporalSettings(task_queue=task_queue),
-        **({"llm_max_attempts": 2} | scenario.settings),
-    )
-    async with running_worker(client, settings):
+    async with contextlib.AsyncExitStack() as stack:
+        overrides = {"llm_max_attempts": 2} | scenario.settings
+        if scenario.database:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-pg-")))
+            overrides["database_url"] = await stack.enter_async_context(projection_database(Settings(), folder))
+        settings = Settings(llm_proxy_url=llm.base_url, temporal=TemporalSettings(task_queue=task_queue), **overrides)
+        await stack.enter_async_context(running_worker(client, settings))
         conversations = ConversationClient(client, task_queue=task_queue, config=settings.conversation_config())
         yield Session(conversations, llm, id=scenario.session_id + suffix)
 
