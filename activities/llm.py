@@ -22,10 +22,12 @@ Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, Op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,56 +170,45 @@ class LlmActivities:
         accumulator = StreamAccumulator()
         published = False
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(request.timeout_seconds), publisher:
-                request_ = self._http.build_request(
-                    "POST",
-                    self._url,
-                    json=body,
-                    headers=self._headers() | {"Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(request.timeout_seconds),
-                )
-                response = await self._http.send(request_, stream=True)
-                try:
-                    if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
-                        # An error, or a provider that ignores `stream`: read it whole, like the plain path.
-                        await response.aread()
-                        self._raise_for_status(response)
-                        latency_ms = int((time.monotonic() - started) * 1000)
-                        return parse_completion(
-                            _json_body(response), latency_ms=latency_ms, requested_model=request.model
-                        )
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        text = accumulator.add(_json_chunk(data))
-                        if text:
-                            events.publish(
-                                StreamChunk(
-                                    type=ChunkType.ASSISTANT_DELTA,
-                                    token=text,
-                                    session_id=request.session_id,
-                                    metadata={"attempt": attempt, "request_id": request.request_id},
-                                )
+        async with self._transport_errors(request.timeout_seconds), publisher:
+            request_ = self._http.build_request(
+                "POST",
+                self._url,
+                json=body,
+                headers=self._headers() | {"Accept": "text/event-stream"},
+                timeout=httpx.Timeout(request.timeout_seconds),
+            )
+            response = await self._http.send(request_, stream=True)
+            try:
+                if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
+                    # An error, or a provider that ignores `stream`: read it whole, like the plain path.
+                    await response.aread()
+                    self._raise_for_status(response)
+                    latency_ms = int((time.monotonic() - started) * 1000)
+                    return parse_completion(_json_body(response), latency_ms=latency_ms, requested_model=request.model)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    text = accumulator.add(_json_chunk(data))
+                    if text:
+                        events.publish(
+                            StreamChunk(
+                                type=ChunkType.ASSISTANT_DELTA,
+                                token=text,
+                                session_id=request.session_id,
+                                metadata={"attempt": attempt, "request_id": request.request_id},
                             )
-                            if not published:
-                                # The first token goes out at once (time to first token is what a user feels);
-                                # the rest ride the batch interval.
-                                await publisher.flush()
-                                published = True
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as err:
-            raise ApplicationError(
-                f"LLM request timed out after {request.timeout_seconds:g}s", type=LLM_UNAVAILABLE_ERROR
-            ) from err
-        except httpx.TransportError as err:
-            raise ApplicationError(
-                self._scrub(f"LLM provider unreachable: {type(err).__name__}: {err}"), type=LLM_UNAVAILABLE_ERROR
-            ) from err
+                        )
+                        if not published:
+                            # The first token goes out at once (time to first token is what a user feels);
+                            # the rest ride the batch interval.
+                            await publisher.flush()
+                            published = True
+            finally:
+                await response.aclose()
         latency_ms = int((time.monotonic() - started) * 1000)
         return parse_completion(accumulator.completion(), latency_ms=latency_ms, requested_model=request.model)
 
@@ -230,13 +221,21 @@ class LlmActivities:
         return headers
 
     async def _post(self, body: dict[str, Any], timeout_seconds: float) -> httpx.Response:
-        # httpx timeouts apply per phase (connect, each read...), so a provider that drips bytes could exceed the
-        # budget many times over; the outer asyncio deadline bounds the whole exchange.
+        async with self._transport_errors(timeout_seconds):
+            return await self._http.post(
+                self._url, json=body, headers=self._headers(), timeout=httpx.Timeout(timeout_seconds)
+            )
+
+    @contextlib.asynccontextmanager
+    async def _transport_errors(self, timeout_seconds: float) -> AsyncIterator[None]:
+        """The whole exchange under one deadline, with timeouts and transport failures as retryable errors.
+
+        httpx timeouts apply per phase (connect, each read...), so a provider that drips bytes could exceed the
+        budget many times over; the outer asyncio deadline bounds the whole exchange.
+        """
         try:
             async with asyncio.timeout(timeout_seconds):
-                return await self._http.post(
-                    self._url, json=body, headers=self._headers(), timeout=httpx.Timeout(timeout_seconds)
-                )
+                yield
         except (TimeoutError, httpx.TimeoutException) as err:
             raise ApplicationError(
                 f"LLM request timed out after {timeout_seconds:g}s", type=LLM_UNAVAILABLE_ERROR
