@@ -24,6 +24,7 @@ from tests.support import call, classify, text
 from tests.test_api_support import KEY, Api, assert_original_shape, chunks, final, types
 
 # The shared module-scoped fixtures: one dev server, worker and API for this module.
+dev_server = support.dev_server
 api = support.api
 
 

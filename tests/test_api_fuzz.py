@@ -29,6 +29,8 @@ from client.fake_llm import FakeLlmServer
 from tests import test_api_support as support
 from tests.test_api_support import AUTH, Api, read_sse
 
+dev_server = support.dev_server
+
 # FUZZ_SCALE=10 ./run test tests/test_api_fuzz.py: ten times the examples, freshly randomized (a deeper local run).
 _SCALE = int(os.environ.get("FUZZ_SCALE", "0"))
 

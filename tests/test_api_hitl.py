@@ -17,6 +17,7 @@ from tests import test_api_support as support
 from tests.support import call, classify, text, tool_messages_for
 from tests.test_api_support import AUTH, KEY, Api, SseEvent, assert_original_shape, final, types
 
+dev_server = support.dev_server
 api = support.api
 
 WRITE_ARGS = {"path": "main.py", "content": "print(1)"}

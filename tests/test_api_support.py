@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from client.api import ApiOptions, create_app
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer
+from client.devstack import DevServer, start_dev_server
 from client.embedded_server import EmbeddedServer
 from client.fake_llm import FakeLlmServer, FakeReply
 from settings import Settings, TemporalSettings
@@ -47,6 +47,15 @@ ORIGINAL_CHUNK_FIELDS = {
     "session_id": (str, type(None)),
     "approval_request_id": (str, type(None)),
 }
+
+
+@pytest.fixture(scope="module")
+async def dev_server() -> AsyncIterator[DevServer]:
+    server = await start_dev_server(ui=False)
+    try:
+        yield server
+    finally:
+        await server.shutdown()
 
 
 @dataclass
