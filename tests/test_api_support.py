@@ -49,6 +49,8 @@ ORIGINAL_CHUNK_FIELDS = {
 }
 
 
+# Its own server, not conftest's session one: the API sessions park approvals with search attributes set, and
+# tests/test_web_ui_visibility.py asserts its stuck-approval filter matches only its own session on the shared server.
 @pytest.fixture(scope="module")
 async def dev_server() -> AsyncIterator[DevServer]:
     server = await start_dev_server(ui=False)
