@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities, close_pool, create_pool
-from client.connection import connect_client
+from client.connection import connect_client, settle_after_shutdown
 from client.telemetry import telemetry
 from settings import Settings, SettingsError, load_settings
 from workflows.conversation import ConversationWorkflow
@@ -96,6 +96,7 @@ async def run_worker(settings: Settings) -> None:
         async with running_worker(client, settings):
             await stop.wait()
             log.info("Stopping the worker")
+    await settle_after_shutdown()
 
 
 def main() -> int:

@@ -31,14 +31,12 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client.connection import settle_after_shutdown
+
 log = logging.getLogger("agent_runtime.devstack")
 
 # The SDK's default is 5 s, which a 2-core machine running tests in parallel (or a large SQLite file) can miss.
 _STARTUP_TIMEOUT = timedelta(seconds=30)
-# After a server's shutdown future resolves, the SDK bridge's Rust thread still briefly holds a Python thread
-# state; if the interpreter exits in that window it aborts ("PyGILState_Release: thread state ... must be current",
-# temporalio/sdk-python#300). Measured here: ~1 in 3 exits crash with no pause, none with 50 ms.
-_SHUTDOWN_SETTLE_SECONDS = 0.2
 # The UI's backend dials the frontend once at start and backs off ~1 s if it was not up yet; wait that out.
 _UI_READY_TIMEOUT_SECONDS = 15.0
 
@@ -137,7 +135,7 @@ class DevServer:
     async def shutdown(self) -> None:
         """Stop the server process (it is waited for, so its ports and SQLite file are released)."""
         await self.env.shutdown()
-        await asyncio.sleep(_SHUTDOWN_SETTLE_SECONDS)
+        await settle_after_shutdown()
 
     async def __aenter__(self) -> DevServer:
         return self
@@ -262,13 +260,13 @@ async def start_time_skipping_server(*, port: int | None = None) -> WorkflowEnvi
         test_server_existing_path=str(test_server_path()),
         test_server_startup_timeout=_STARTUP_TIMEOUT,
     )
-    # The SDK's environment classes are private, so the settle pause (see _SHUTDOWN_SETTLE_SECONDS) is added to
+    # The SDK's environment classes are private, so the settle pause (see settle_after_shutdown) is added to
     # this instance's shutdown; `async with env` calls it too.
     sdk_shutdown = env.shutdown
 
     async def shutdown_and_settle() -> None:
         await sdk_shutdown()
-        await asyncio.sleep(_SHUTDOWN_SETTLE_SECONDS)
+        await settle_after_shutdown()
 
     env.shutdown = shutdown_and_settle  # type: ignore[method-assign]
     return env
