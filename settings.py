@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from workflows.context import context_window_for
 from workflows.model import DEFAULT_TASK_QUEUE, ApprovalPolicy, ApprovalRule, ConversationConfig
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 
@@ -128,6 +129,38 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8001, ge=1, le=65535)
 
 
+class ContentSettings(BaseModel):
+    """The content store: where large content lives outside Temporal's history (`AGENT_RUNTIME__CONTENT__*`).
+
+    Every process of a deployment (worker, API, CLI) must reach the same store: the worker stores what the model
+    writes, the API stores what the IDE sends and resolves what it relays.
+
+    Attributes:
+        backend: `auto` (PostgreSQL when a database is configured, else a directory), `postgres` (table `payloads`
+            in the projection's database), `file` (a directory every process can read; one machine only) or `s3` (an
+            S3-compatible bucket: `pip install 'agent-runtime[s3]'`; credentials from the usual AWS variables).
+        path: The directory of the `file` backend.
+        s3_bucket: The bucket of the `s3` backend.
+        s3_endpoint_url: An S3-compatible endpoint (MinIO, R2, ...); None for AWS.
+        external_storage_threshold: Temporal payloads of this many bytes or more are stored in the content store
+            and referenced from history, whoever sends them (the runtime's own inputs stay far below it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "postgres", "file", "s3"] = "auto"
+    path: Path = Path(".agent-runtime/content")
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    external_storage_threshold: int = Field(default=256 * 1024, ge=1024, le=2 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> ContentSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError(f"{ENV_PREFIX}CONTENT__S3_BUCKET is required with backend s3")
+        return self
+
+
 class OtelSettings(BaseModel):
     """OpenTelemetry (`AGENT_RUNTIME__OTEL__*`); with neither an endpoint nor `console`, nothing is exported.
 
@@ -150,6 +183,8 @@ class Settings(BaseSettings):
     Attributes:
         llm_proxy_url: Base URL of an OpenAI-compatible API (the original llm-proxy, LiteLLM, OpenAI, vLLM...).
         llm_model: Model name sent with every completion.
+        llm_context_tokens: The model's context window in tokens; requests are fitted into it (older turns left
+            out, over-long tool results cut). Unset: the window of a well-known model family, else 32,000.
         llm_api_key: Sent as `Authorization: Bearer ...` to the LLM endpoint.
         llm_timeout_seconds: Timeout of one LLM call (one activity attempt).
         llm_max_attempts: Attempts per LLM call, retries included (Temporal owns retries).
@@ -165,6 +200,7 @@ class Settings(BaseSettings):
         approval: Approval policy for new sessions.
         otel: OpenTelemetry exporter.
         api: Where the HTTP API listens.
+        content: The content store for large content (tool results, files, long answers, archived transcripts).
         tool_lease_seconds: How long an IDE-executed tool call may stay unanswered before it is closed with an
             error result.
         tool_call_budget: Tool calls allowed in one turn before the runtime stops the loop.
@@ -184,6 +220,7 @@ class Settings(BaseSettings):
 
     llm_proxy_url: str = "http://127.0.0.1:8002"
     llm_model: str = Field(default="gpt-4o-mini", min_length=1)
+    llm_context_tokens: int | None = Field(default=None, ge=1000)
     llm_api_key: SecretStr | None = None
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1)
@@ -199,6 +236,7 @@ class Settings(BaseSettings):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    content: ContentSettings = Field(default_factory=ContentSettings)
     tool_lease_seconds: float = Field(default=600.0, gt=0)
     tool_call_budget: int = Field(default=20, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
@@ -261,6 +299,7 @@ class Settings(BaseSettings):
         return ConversationConfig(
             multi_agent_mode=self.multi_agent_mode,
             llm_model=self.llm_model,
+            llm_context_tokens=self.llm_context_tokens or context_window_for(self.llm_model),
             approval_policy=self.approval_policy(),
             tool_lease_seconds=self.tool_lease_seconds,
             tool_call_budget=self.tool_call_budget,

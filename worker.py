@@ -19,9 +19,11 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.content import ContentActivities, ContentStore
 from activities.llm import LlmActivities
-from activities.persistence import PersistenceActivities, close_pool, create_pool
-from client.connection import connect_client, settle_after_shutdown
+from activities.persistence import PersistenceActivities
+from activities.postgres import close_pool, create_pool
+from client.connection import connect_client, open_content_store, settle_after_shutdown, with_content_store
 from client.telemetry import telemetry
 from settings import Settings, SettingsError, load_settings
 from workflows.conversation import ConversationWorkflow
@@ -35,12 +37,32 @@ GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=5)
 
 
 @contextlib.asynccontextmanager
-async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker polling in the background for as long as the context is open."""
+async def running_worker(
+    client: Client, settings: Settings, content: ContentStore | None = None
+) -> AsyncIterator[Worker]:
+    """A worker polling in the background for as long as the context is open.
+
+    Args:
+        client: The Temporal connection; the worker uses it with a data converter over the content store.
+        settings: Process settings.
+        content: The content store, when the caller shares it (an embedded client must use the same one); None
+            opens the one the settings describe for the worker's lifetime.
+    """
     check_consistency(settings.approval_policy())
-    async with httpx.AsyncClient() as http, _projection_writer(settings) as projection:
+    async with contextlib.AsyncExitStack() as stack:
+        if content is None:
+            content = await stack.enter_async_context(open_content_store(settings))
+        async with _polling(client, settings, content) as worker:
+            yield worker
+
+
+@contextlib.asynccontextmanager
+async def _polling(client: Client, settings: Settings, content: ContentStore) -> AsyncIterator[Worker]:
+    client = with_content_store(client, content, settings.content.external_storage_threshold)
+    async with httpx.AsyncClient() as http, _projection_writer(settings, content) as projection:
         llm = LlmActivities(
             http,
+            content=content,
             chat_completions_url=settings.chat_completions_url(),
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
             internal_api_key=settings.internal_api_key.get_secret_value() if settings.internal_api_key else None,
@@ -49,7 +71,15 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             client,
             task_queue=settings.temporal.task_queue,
             workflows=[ConversationWorkflow],
-            activities=[llm.chat_completion, *([projection.record] if projection else [])],
+            activities=[
+                llm.chat_completion,
+                ContentActivities(content).archive_transcript,
+                *([projection.record] if projection else []),
+            ],
+            # No exception type fails a conversation workflow: a failed workflow is a session lost for good. A bug
+            # inside a turn ends that turn (workflows/conversation.py); anything else fails the workflow task, which
+            # Temporal retries, so deploying a fix resumes the session where it stopped.
+            workflow_failure_exception_types=[],
             # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
             # an approval click that seems to hang after a restart. A cache miss only costs a replay.
             sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START_TIMEOUT,
@@ -61,7 +91,7 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 
 
 @contextlib.asynccontextmanager
-async def _projection_writer(settings: Settings) -> AsyncIterator[PersistenceActivities | None]:
+async def _projection_writer(settings: Settings, content: ContentStore) -> AsyncIterator[PersistenceActivities | None]:
     """The projection's writer when a database is configured: a pool, and the schema migrated.
 
     A database that is down does not stop the worker: conversations go on, the workflow keeps the records, and the
@@ -73,7 +103,7 @@ async def _projection_writer(settings: Settings) -> AsyncIterator[PersistenceAct
     dsn = settings.database_url.get_secret_value()
     pool = await create_pool(dsn)
     try:
-        writer = PersistenceActivities(pool, dsn=dsn)
+        writer = PersistenceActivities(pool, dsn=dsn, content=content)
         if await writer.prepare():
             log.info("Projection database ready (schema migrated)")
         yield writer
@@ -91,9 +121,9 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with telemetry(settings.otel) as otel:
-        client = await connect_client(settings.temporal, **otel.client_options())
-        async with running_worker(client, settings):
+    async with telemetry(settings.otel) as otel, open_content_store(settings) as content:
+        client = await connect_client(settings, content=content, **otel.client_options())
+        async with running_worker(client, settings, content):
             await stop.wait()
             log.info("Stopping the worker")
     await settle_after_shutdown()

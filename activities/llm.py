@@ -17,6 +17,11 @@ Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, Op
   `stream` and answers JSON is read as a plain completion.
 - The activity heartbeats while it waits, so a worker that dies mid-call is noticed after the heartbeat timeout
   instead of the whole start-to-close timeout.
+- Bounded context (workflows/context.py): the workflow sends only the current run's message heads and a handle on
+  the archived transcript; this activity fetches what fits the model's window, cuts over-long texts with a marker,
+  and when the provider still answers `context_length_exceeded` it shrinks the window and tries once more within the
+  same attempt. What the model writes that is large (a whole file as an argument, a long answer) is stored in the
+  content store and returned by reference, so the reply stays small too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,21 +38,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
+from activities.content import ContentStore
 from activities.heartbeat import heartbeating
+from activities.payload_drivers import ContentStoreUnavailable
+from workflows.content import compact_refs, json_size
+from workflows.context import cut_for_context, omitted_note, select_context, shrunk_window, usable_tokens
 from workflows.model import (
     CHAT_COMPLETION_ACTIVITY,
+    CONTENT_STORE_UNAVAILABLE_ERROR,
     EVENTS_TOPIC,
     LLM_BAD_RESPONSE_ERROR,
+    LLM_CONTEXT_TOO_LONG_ERROR,
     LLM_REQUEST_REJECTED_ERROR,
     LLM_UNAVAILABLE_ERROR,
+    PROXY_ERROR_PREFIX,
     ChatMessage,
     ChunkType,
+    ContentRef,
     LlmReply,
     LlmRequest,
     StreamChunk,
@@ -54,9 +69,6 @@ from workflows.model import (
     ToolCall,
     ToolSpec,
 )
-
-# The original llm-proxy turns adapter exceptions into a 200 whose assistant content starts with this (bug B2).
-PROXY_ERROR_PREFIX = "[Error]"
 
 # Statuses where another attempt can succeed. 408/409 are in the set the official OpenAI SDK retries as well:
 # a request timeout or a conflicting concurrent request says nothing about the request being wrong.
@@ -83,6 +95,8 @@ class LlmActivities:
 
     Args:
         http: The shared HTTP client. Its own timeout is ignored; each request uses `LlmRequest.timeout_seconds`.
+        content: The content store: referenced content and archived transcripts are read from it, and large
+            content the model writes is stored in it.
         chat_completions_url: The full URL of the chat-completions endpoint, e.g.
             `http://llm-proxy:8002/v1/chat/completions`.
         api_key: Sent as `Authorization: Bearer <api_key>` when set (OpenAI, OpenRouter, LiteLLM).
@@ -93,11 +107,13 @@ class LlmActivities:
         self,
         http: httpx.AsyncClient,
         *,
+        content: ContentStore,
         chat_completions_url: str,
         api_key: str | None = None,
         internal_api_key: str | None = None,
     ) -> None:
         self._http = http
+        self._content = content
         self._url = chat_completions_url
         self._api_key = api_key
         self._internal_api_key = internal_api_key
@@ -115,7 +131,9 @@ class LlmActivities:
         Raises:
             ApplicationError: `LLM_UNAVAILABLE_ERROR` (retryable) for timeouts, connection failures, 408/409/429,
                 5xx and "[Error] ..." replies; `LLM_REQUEST_REJECTED_ERROR` (non-retryable) for other 3xx/4xx
-                answers; `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion.
+                answers; `LLM_CONTEXT_TOO_LONG_ERROR` (non-retryable) when even the shrunk context was refused;
+                `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion;
+                `CONTENT_STORE_UNAVAILABLE_ERROR` (retryable) when referenced content cannot be read or stored.
         """
         # GenAI semantic conventions (gen_ai.*), so any OpenTelemetry backend shows model, tokens and outcome.
         with _tracer().start_as_current_span(
@@ -133,7 +151,10 @@ class LlmActivities:
         ) as span:
             try:
                 async with heartbeating(HEARTBEAT_INTERVAL_SECONDS):
-                    reply = await self._complete(request)
+                    reply = await self._complete_within_window(request)
+            except ContentStoreUnavailable as err:
+                span.set_status(Status(StatusCode.ERROR, str(err)))
+                raise ApplicationError(str(err), type=CONTENT_STORE_UNAVAILABLE_ERROR) from err
             except ApplicationError as err:
                 span.set_attribute("error.type", err.type or "ApplicationError")
                 span.set_status(Status(StatusCode.ERROR, str(err)))
@@ -150,10 +171,66 @@ class LlmActivities:
         _record_metrics(request, reply)
         return reply
 
-    async def _complete(self, request: LlmRequest) -> LlmReply:
+    async def _complete_within_window(self, request: LlmRequest) -> LlmReply:
+        """Build the request to the window and send it; once more with a smaller window if the provider refuses its
+        length; then store what is large in the reply."""
+        window = request.context_tokens
+        messages, omitted = await self.provider_messages(request, window)
+        try:
+            reply = await self._complete(request, messages)
+        except _ContextTooLong as err:
+            window = shrunk_window(window, err.provider_message)
+            activity.logger.warning("Context too long for %s; retrying with a %d-token window", request.model, window)
+            messages, omitted = await self.provider_messages(request, window)
+            try:
+                reply = await self._complete(request, messages)
+            except _ContextTooLong as again:
+                raise ApplicationError(
+                    f"LLM provider refused the context as too long, even cut to {window:,} tokens: "
+                    f"{again.provider_message}",
+                    {"context_tokens": window},
+                    type=LLM_CONTEXT_TOO_LONG_ERROR,
+                    non_retryable=True,
+                ) from again
+            reply.context_tokens = window
+        reply.omitted_messages = omitted
+        reply.content = await self._content.offload_text(reply.content) or ""
+        reply.tool_calls = await self._content.offload_calls(reply.tool_calls)
+        return reply
+
+    async def provider_messages(self, request: LlmRequest, window: int) -> tuple[list[dict[str, Any]], int]:
+        """The request's messages in OpenAI's shape, fitted to `window` tokens, and how many older ones were left out.
+
+        Only the messages that go in are resolved; the archived transcript is read only as far back as needed.
+        """
+        system, history = _split_system(request.messages)
+        fixed = len(system) + sum(json_size(to_openai_tool(tool)) for tool in request.tools)
+        usable = usable_tokens(window, fixed)
+        archive = request.transcript
+        while True:
+            selection = select_context(history, usable, older_exist=archive is not None)
+            if not selection.needs_older or archive is None:
+                break
+            segment = await self._content.segment(archive)
+            history = [*segment.messages, *history]
+            archive = segment.previous
+        chosen = history[selection.start :]
+        omitted = (archive.message_count if archive is not None else 0) + selection.start
+        texts = await self._content.get_many(m.content for m in chosen if isinstance(m.content, ContentRef))
+        note = omitted_note(omitted) if omitted else ""
+        messages = [to_openai_message(ChatMessage(role="system", content=system + note))]
+        for index, message in enumerate(chosen, start=selection.start):
+            content = texts[message.content.sha256] if isinstance(message.content, ContentRef) else message.content
+            if content is not None and index in selection.caps:
+                content = cut_for_context(content, selection.caps[index])
+            calls = [c.model_copy(update={"arguments": compact_refs(c.arguments)}) for c in message.tool_calls]
+            messages.append(to_openai_message(message.model_copy(update={"content": content, "tool_calls": calls})))
+        return messages, omitted
+
+    async def _complete(self, request: LlmRequest, messages: list[dict[str, Any]]) -> LlmReply:
         if request.stream:
-            return await self._stream_completion(request)
-        body = build_request_body(request, stream=False)
+            return await self._stream_completion(request, messages)
+        body = build_request_body(request, messages, stream=False)
         started = time.monotonic()
         response = await self._post(body, request.timeout_seconds)
         latency_ms = int((time.monotonic() - started) * 1000)
@@ -161,8 +238,8 @@ class LlmActivities:
         payload = _json_body(response)
         return parse_completion(payload, latency_ms=latency_ms, requested_model=request.model)
 
-    async def _stream_completion(self, request: LlmRequest) -> LlmReply:
-        body = build_request_body(request, stream=True)
+    async def _stream_completion(self, request: LlmRequest, messages: list[dict[str, Any]]) -> LlmReply:
+        body = build_request_body(request, messages, stream=True)
         body["stream_options"] = {"include_usage": True}
         attempt = activity.info().attempt
         publisher = WorkflowStreamClient.from_within_activity(batch_interval=TOKEN_BATCH_INTERVAL)
@@ -251,6 +328,8 @@ class LlmActivities:
         if 200 <= status < 300:
             return
         provider_message = self._scrub(_provider_error_message(response))
+        if status in (400, 413) and _is_context_overflow(response, provider_message):
+            raise _ContextTooLong(provider_message)
         if status in _RETRYABLE_STATUSES or status >= 500:
             raise ApplicationError(
                 f"LLM provider unavailable (HTTP {status}): {provider_message}",
@@ -276,6 +355,41 @@ class LlmActivities:
         return text
 
 
+class _ContextTooLong(Exception):
+    """The provider refused the request as longer than the model's context window (handled by shrinking once)."""
+
+    def __init__(self, provider_message: str) -> None:
+        super().__init__(provider_message)
+        self.provider_message = provider_message
+
+
+# How providers other than OpenAI (which sends `code: context_length_exceeded`) word the same refusal.
+_CONTEXT_OVERFLOW_WORDS = re.compile(
+    r"context[ _-]?(length|window)|maximum context|too many tokens|prompt is too long|input is too long"
+    r"|reduce the length|exceeds? the (model'?s )?(maximum|max)",
+    re.IGNORECASE,
+)
+
+
+def _is_context_overflow(response: httpx.Response, message: str) -> bool:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and error.get("code") in ("context_length_exceeded", "string_above_max_length"):
+        return True
+    return _CONTEXT_OVERFLOW_WORDS.search(message) is not None
+
+
+def _split_system(messages: list[ChatMessage]) -> tuple[str, list[ChatMessage]]:
+    """The system prompt (the first message, when it is one) and the conversation after it."""
+    if messages and messages[0].role == "system":
+        first = messages[0].content
+        return (first if isinstance(first, str) else ""), messages[1:]
+    return "", messages
+
+
 def _tracer() -> trace.Tracer:
     return trace.get_tracer("agent_runtime.llm")
 
@@ -292,15 +406,25 @@ def _record_metrics(request: LlmRequest, reply: LlmReply) -> None:
 
 
 class StreamAccumulator:
-    """Folds OpenAI `chat.completion.chunk` deltas into one completion dict that `parse_completion` reads."""
+    """Folds OpenAI `chat.completion.chunk` deltas into one completion dict that `parse_completion` reads.
+
+    Providers stream a large tool argument (a whole file for `write_file`) in deltas of a few characters, so a
+    1.5 MB argument is ~250,000 deltas. Fragments are collected in lists and joined once: concatenating strings as
+    they arrive copied the growing argument on every delta (quadratic: minutes of CPU for 1.5 MB).
+    """
 
     def __init__(self) -> None:
-        self.content = ""
+        self._content: list[str] = []
+        self._content_chars = 0
         self._held = ""
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: dict[int, _CallFragments] = {}
         self._finish_reason: str | None = None
         self._model: str | None = None
         self._usage: Any = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self._content)
 
     def add(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return the text that may be shown now ("" while an "[Error]" prefix is still possible)."""
@@ -319,30 +443,31 @@ class StreamAccumulator:
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
         delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            return ""
         for part in delta.get("tool_calls") or []:
-            slot = self._calls.setdefault(part.get("index", len(self._calls)), {"id": None, "name": "", "args": ""})
-            slot["id"] = part.get("id") or slot["id"]
-            function = part.get("function") or {}
-            slot["name"] += function.get("name") or ""
-            slot["args"] += function.get("arguments") or ""
+            if isinstance(part, dict):
+                index = part.get("index")
+                slot = self._calls.setdefault(index if isinstance(index, int) else len(self._calls), _CallFragments())
+                slot.add(part)
         text = delta.get("content")
         if not isinstance(text, str) or not text:
             return ""
-        self.content += text
+        self._content.append(text)
+        self._content_chars += len(text)
         # Hold text back while it could still turn into the proxy's "[Error] ..." report (bug B2): such text is an
-        # error, and must not reach a client as if the assistant had said it.
-        stripped = self.content.lstrip()
-        if stripped.startswith(PROXY_ERROR_PREFIX) or PROXY_ERROR_PREFIX.startswith(stripped):
-            self._held += text
-            return ""
+        # error, and must not reach a client as if the assistant had said it. Only the first characters can decide
+        # that, so only they are looked at.
+        if self._held or self._content_chars <= _ERROR_PREFIX_WINDOW:
+            head = "".join(self._content)[:_ERROR_PREFIX_WINDOW].lstrip()
+            if head.startswith(PROXY_ERROR_PREFIX) or (PROXY_ERROR_PREFIX.startswith(head)):
+                self._held += text
+                return ""
         shown, self._held = self._held + text, ""
         return shown
 
     def completion(self) -> dict[str, Any]:
-        tool_calls = [
-            {"id": slot["id"], "type": "function", "function": {"name": slot["name"], "arguments": slot["args"]}}
-            for _, slot in sorted(self._calls.items())
-        ]
+        tool_calls = [slot.as_openai() for _, slot in sorted(self._calls.items())]
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if tool_calls:
             message["tool_calls"] = tool_calls
@@ -353,11 +478,44 @@ class StreamAccumulator:
         }
 
 
+# Whitespace a provider may put before "[Error]", plus the prefix itself: beyond this the text is plain content.
+_ERROR_PREFIX_WINDOW = 64
+
+
+class _CallFragments:
+    """One streamed tool call: its id, and its name and arguments as the fragments that arrived."""
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self._name: list[str] = []
+        self._arguments: list[str] = []
+
+    def add(self, part: dict[str, Any]) -> None:
+        if isinstance(part.get("id"), str) and part["id"]:
+            self.id = part["id"]
+        function = part.get("function")
+        if not isinstance(function, dict):
+            return
+        if isinstance(function.get("name"), str):
+            self._name.append(function["name"])
+        if isinstance(function.get("arguments"), str):
+            self._arguments.append(function["arguments"])
+
+    def as_openai(self) -> dict[str, Any]:
+        name = "".join(self._name)
+        return {"id": self.id, "type": "function", "function": {"name": name, "arguments": "".join(self._arguments)}}
+
+
 def _json_chunk(data: str) -> dict[str, Any]:
+    # orjson: a streamed file write is ~250,000 small chunks, and json.loads alone spent ~1 s of CPU on them.
     try:
-        chunk = json.loads(data)
-    except ValueError as err:
-        raise _bad_response(f"stream chunk is not JSON: {data[:200]!r}") from err
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson refuses escaped lone surrogates ("\ud800"), which json reads; a model may well emit one.
+        try:
+            chunk = json.loads(data)
+        except ValueError as err:
+            raise _bad_response(f"stream chunk is not JSON: {data[:200]!r}") from err
     if not isinstance(chunk, dict):
         raise _bad_response("stream chunk is not an object")
     return chunk
@@ -366,11 +524,12 @@ def _json_chunk(data: str) -> dict[str, Any]:
 # --- Request building (pure) ---
 
 
-def build_request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+def build_request_body(request: LlmRequest, messages: list[dict[str, Any]], *, stream: bool) -> dict[str, Any]:
     """Translate an `LlmRequest` into an OpenAI chat-completions body.
 
     Args:
         request: The request to translate.
+        messages: Its messages in OpenAI's shape, fitted to the window (`LlmActivities.provider_messages`).
         stream: Value of the body's `stream` field.
 
     Returns:
@@ -380,7 +539,7 @@ def build_request_body(request: LlmRequest, *, stream: bool) -> dict[str, Any]:
     """
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": [to_openai_message(message) for message in request.messages],
+        "messages": messages,
         "stream": stream,
         "user": request.session_id,
     }
@@ -487,31 +646,34 @@ def parse_completion(payload: Any, *, latency_ms: int, requested_model: str = ""
     )
 
 
-def parse_tool_arguments(raw: Any, *, tool_name: str = "") -> dict[str, Any]:
+def read_tool_arguments(raw: Any) -> tuple[dict[str, Any], str | None]:
     """Decode a tool call's arguments, which providers send as a JSON string (OpenAI) or an object (some proxies).
 
     Args:
         raw: The `function.arguments` value.
-        tool_name: For the warning only.
 
     Returns:
-        The arguments; {} when they are missing, unparsable or not an object. The call itself is kept so its id
-        still gets a tool message and the history stays paired; the tool then reports the missing arguments.
+        The arguments, and why they could not be read (None when they could). Unreadable arguments (cut off, not
+        JSON, not an object) become {} with the reason; the call itself is kept, so its id still gets a tool message
+        (the reason, as an error the model can act on) and the history stays paired.
     """
     if raw is None or raw == "":
-        return {}
+        return {}, None
     if isinstance(raw, dict):
-        return raw
+        return raw, None
     if isinstance(raw, str):
         try:
             decoded = json.loads(raw)
-        except ValueError:
-            activity.logger.warning("Unparsable arguments for tool call %r: %.200s", tool_name, raw)
-            return {}
+        except json.JSONDecodeError as err:
+            return {}, f"the arguments are not valid JSON ({err.msg} at character {err.pos} of {len(raw):,})"
         if isinstance(decoded, dict):
-            return decoded
-    activity.logger.warning("Tool call %r arguments are not a JSON object: %.200r", tool_name, raw)
-    return {}
+            return decoded, None
+        return {}, f"the arguments must be a JSON object, not {_json_kind(decoded)}"
+    return {}, f"the arguments must be a JSON object, not {_json_kind(raw)}"
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def parse_usage(raw: Any) -> TokenUsage:
@@ -538,16 +700,28 @@ def _parse_tool_calls(raw: Any) -> list[ToolCall]:
         function = item.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             continue
-        name = function["name"]
+        name = _tool_name(function["name"])
         call_id = item.get("id")
         if not isinstance(call_id, str) or not call_id:
             # Some OpenAI-compatible servers omit ids; the runtime needs one to pair the tool message (I1). The
             # activity result is recorded in history, so a generated id is stable for the rest of the session.
             call_id = f"call_{uuid.uuid4().hex[:24]}"
             activity.logger.warning("Tool call %r came without an id; using %s", name, call_id)
-        arguments = parse_tool_arguments(function.get("arguments"), tool_name=name)
-        calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+        arguments, problem = read_tool_arguments(function.get("arguments"))
+        if problem is not None:
+            activity.logger.warning("Tool call %r: %s", name[:100], problem)
+        calls.append(ToolCall(id=call_id, name=name, arguments=arguments, invalid_arguments=problem))
     return calls
+
+
+_NOT_A_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _tool_name(raw: str) -> str:
+    """A tool name a provider accepts back in the history (OpenAI: `^[a-zA-Z0-9_-]{1,64}$`): a model may invent any
+    string, and the call is refused as an unknown tool either way, but the history must stay sendable."""
+    name = _NOT_A_NAME_CHARACTER.sub("_", raw)[:64]
+    return name or "unnamed_tool"
 
 
 def _text_of_parts(raw: Any) -> str:

@@ -1,8 +1,8 @@
-"""The PostgreSQL projection over asyncpg: the activity that writes it, its migrations, and typed reads.
+"""The PostgreSQL projection over asyncpg: the activity that writes it, and typed reads.
 
 The workflow is the source of truth; PostgreSQL holds a projection of it for the read APIs, analytics and audit.
 The workflow appends `ProjectionRecord`s to an outbox and a background flusher hands them over in order, as one
-`ProjectionBatch` per call of the local activity `persistence.record`. This module writes a batch in ONE
+`ProjectionBatch` per call of the activity `persistence.record`. This module writes a batch in ONE
 transaction, and every write is keyed by the ids the workflow gave (session id, (session, seq), (session, call
 id), (session, request id) and (session, request id, status) for the approval trail, (session, event id),
 (session, LLM request id)), so an activity retry, a replayed batch or a flusher that resends after a timeout never
@@ -15,14 +15,31 @@ duplicates a row. Rows are inserted once and never deleted; an update touches on
   one row to `approval_events` (the trail), with the approval as it was then;
 - plan: replaced by a record whose `updated_at` is not older.
 
-A database that is down, refuses connections or drops them mid-write raises ApplicationError type
-`ProjectionUnavailable` (retryable): the workflow keeps the records and retries with backoff, and conversations
-go on meanwhile. Other errors propagate unchanged (also retried: a projection record is never dropped).
+Before anything reaches PostgreSQL every string of a record, JSON values included (keys and values, at any
+depth), is made storable: PostgreSQL's `text` and `jsonb` both refuse NUL, so a NUL becomes the six visible
+characters `\\u0000` (`NUL_ESCAPE`); a lone UTF-16 surrogate (what JSON's "\\ud800" decodes to in Python) is not
+UTF-8 at all and becomes U+FFFD; a non-finite float inside JSON becomes its name as a string ("NaN", "Infinity").
+A single text value longer than `MAX_TEXT_BYTES` (UTF-8) is cut, ending with a visible `TRUNCATION_MARKER` that
+names its full size; the write's result counts the values cut.
 
-Migrations are the numbered SQL files in `activities/migrations/`, applied in order under an advisory lock, each
-in its own transaction, and recorded in `schema_migrations`. `agent-runtime migrate`, the dev stack and the
-worker apply them at start; the worker also applies them before its first write if the database was down when
-it started, so a worker never needs PostgreSQL to be up to serve conversations.
+A batch is written in ONE transaction. If PostgreSQL refuses it for any reason other than being unreachable (a
+value it will not store, a constraint, a value out of a column's range), the records are written again one by one,
+each under a savepoint, and every record still refused is kept in `projection_quarantine` (with its key, the error
+and the sanitized record as JSON; keyed too, so a resent batch adds nothing) and logged, instead of being retried
+forever: one bad record must not hold up everything the session writes after it. A record that cannot even be
+quarantined is logged, counted with the quarantined ones and dropped. `ProjectionWriteResult` says what happened.
+
+A database that is down, refuses connections, drops them mid-write or is only briefly unable to take the write (a
+deadlock, a cancelled statement, a read-only standby after a failover) raises ApplicationError type
+`ProjectionUnavailable` (retryable): the workflow keeps the records and writes them later, and conversations go on
+meanwhile. With `ProjectionBatch.wait_for_database_seconds`, the write first keeps trying about once a second
+(`DATABASE_RETRY_SECONDS`, heartbeating) for up to that long, so a backlog lands within about a second of the
+database's return rather than at the workflow's next retry; the workflow sends such a write once it knows the
+database is down (workflows/projection.py).
+
+The schema's migrations and the connection pool are in activities/postgres.py; the worker applies the migrations
+before its first write if the database was down when it started, so a worker never needs PostgreSQL to be up to
+serve conversations.
 """
 
 from __future__ import annotations
@@ -32,12 +49,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -45,13 +62,17 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.content import ContentStore
 from activities.heartbeat import heartbeating
+from activities.payload_drivers import ContentStoreUnavailable
+from activities.postgres import apply_migrations
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
     AgentSwitchRecord,
     AgentSwitchRow,
     ApprovalRecord,
     ChatMessage,
+    ContentRef,
     EventRecord,
     LlmRequestRecord,
     MessageRecord,
@@ -60,6 +81,7 @@ from workflows.model import (
     PlanRecord,
     ProjectionBatch,
     ProjectionRecord,
+    ProjectionWriteResult,
     SessionRecord,
     TokenUsage,
     ToolCallRecord,
@@ -79,154 +101,45 @@ PROJECTION_TABLES = (
     "plans",
     "events",
 )
-# pg_advisory_lock key of the migration runner: the first 8 bytes of sha256("agent-runtime schema migrations").
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"agent-runtime schema migrations").digest()[:8], "big", signed=True)
-# A write is a local activity with a 10 s budget; connecting must fail well inside it when the server is gone.
-CONNECT_TIMEOUT_SECONDS = 3.0
-COMMAND_TIMEOUT_SECONDS = 5.0
 # The workflow's heartbeat timeout for a write is a few of these (workflows/projection.py).
 HEARTBEAT_INTERVAL_SECONDS = 1.0
+# How often a write with `wait_for_database_seconds` tries again while PostgreSQL is unreachable.
+DATABASE_RETRY_SECONDS = 1.0
 
-# Errors meaning "the database is not reachable right now", as opposed to a bad statement.
+# What a NUL (which neither `text` nor `jsonb` can hold) becomes: the six characters backslash, "u", "0000".
+NUL_ESCAPE = "\\u0000"
+# The largest single text value written (UTF-8 bytes, marker included); longer ones are cut and end with the marker.
+MAX_TEXT_BYTES = 1024 * 1024
+TRUNCATION_MARKER = "\n…[truncated by agent-runtime: {size} bytes in all]"
+# The error text kept with a quarantined record is cut to this many characters.
+MAX_ERROR_CHARS = 4000
+QUARANTINE_TABLE = "projection_quarantine"
+
+# Errors meaning "the database is not reachable right now" (or cannot take this write right now), as opposed to a
+# statement or a value it refuses. See `_unavailable` for the one exception.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, no socket file, unreachable host; TimeoutError is one too
+    OSError,  # refused, no socket file, unreachable host; TimeoutError is one too (asyncpg's command timeout)
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # "connection is closed" after a server restart
-    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, admin shutdown
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, admin shutdown, query cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure: the same write succeeds later
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, e.g. right after a failover
+    ContentStoreUnavailable,  # referenced content could not be read yet (the store is this database, or S3)
 )
 
 
-class MigrationError(RuntimeError):
-    """The migrations folder is malformed or a migration failed (the message names it)."""
+def _unavailable(err: BaseException) -> bool:
+    """Whether `err` means "try again later" rather than "PostgreSQL will never take this".
 
-
-# --- migrations ---
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-def load_migrations() -> list[Migration]:
-    """The migrations shipped with the package (`activities/migrations/NNNN_name.sql`), in version order.
-
-    Raises:
-        MigrationError: A file is misnamed or two share a version.
+    asyncpg reports a value it cannot encode for a parameter (a number out of a column's range, text that is not
+    UTF-8) as `asyncpg.exceptions._base.DataError`, an InterfaceError that is also a ValueError; it is bad input,
+    and retrying it would wedge the session's outbox.
     """
-    found: dict[int, Migration] = {}
-    for entry in (resources.files("activities") / "migrations").iterdir():
-        if not entry.name.endswith(".sql"):
-            continue
-        match = _MIGRATION_FILE.match(entry.name)
-        if match is None:
-            raise MigrationError(f"migration file {entry.name!r} is not named NNNN_lowercase_name.sql")
-        version = int(match.group(1))
-        if version in found:
-            raise MigrationError(f"two migrations have version {version}: {found[version].name}, {match.group(2)}")
-        found[version] = Migration(version, match.group(2), entry.read_text(encoding="utf-8"))
-    return [found[version] for version in sorted(found)]
-
-
-async def apply_migrations(dsn: str) -> list[Migration]:
-    """Bring the database's schema up to date; safe to run concurrently and repeatedly.
-
-    Args:
-        dsn: PostgreSQL DSN (any server 14+).
-
-    Returns:
-        The migrations applied now (empty when the schema was current).
-
-    Raises:
-        MigrationError: A migration failed; the ones before it stay applied.
-        OSError, asyncpg.PostgresError: The database is not reachable.
-    """
-    migrations = load_migrations()
-    conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-    try:
-        # Session-level lock: a second runner (another worker starting) waits here, then finds nothing to do.
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        try:
-            await conn.execute(
-                """
-                CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version     integer     PRIMARY KEY,
-                    name        text        NOT NULL,
-                    checksum    text        NOT NULL,
-                    applied_at  timestamptz NOT NULL DEFAULT now()
-                )
-                """
-            )
-            applied = {row["version"]: row["checksum"] for row in await conn.fetch("SELECT * FROM schema_migrations")}
-            done: list[Migration] = []
-            for migration in migrations:
-                if migration.version in applied:
-                    if applied[migration.version] != migration.checksum:
-                        log.warning(
-                            "Migration %04d_%s changed after it was applied; edit the schema with a new migration",
-                            migration.version,
-                            migration.name,
-                        )
-                    continue
-                try:
-                    async with conn.transaction():
-                        await conn.execute(migration.sql)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                            migration.version,
-                            migration.name,
-                            migration.checksum,
-                        )
-                except asyncpg.PostgresError as err:
-                    raise MigrationError(f"migration {migration.version:04d}_{migration.name} failed: {err}") from err
-                log.info("Applied migration %04d_%s", migration.version, migration.name)
-                done.append(migration)
-            return done
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-    finally:
-        await conn.close()
-
-
-async def create_pool(dsn: str, *, max_size: int = 5) -> asyncpg.Pool:
-    """A connection pool that opens connections only when needed, so it can be created while PostgreSQL is down.
-
-    JSONB columns read and write Python values (dicts, lists) on its connections.
-    """
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=0,
-        max_size=max_size,
-        timeout=CONNECT_TIMEOUT_SECONDS,
-        command_timeout=COMMAND_TIMEOUT_SECONDS,
-        init=_init_connection,
+    return isinstance(err, _UNAVAILABLE) and not (
+        isinstance(err, asyncpg.InterfaceError) and isinstance(err, ValueError)
     )
-
-
-async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
-    """Close the pool, waiting `timeout` seconds for connections in use before terminating them."""
-    try:
-        await asyncio.wait_for(pool.close(), timeout)
-    except TimeoutError:
-        pool.terminate()
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_json, decoder=json.loads, schema="pg_catalog")
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # --- writing ---
@@ -325,16 +238,27 @@ ON CONFLICT (session_id, event_id) DO NOTHING
 """
 
 
+_QUARANTINE_INSERT = """
+INSERT INTO projection_quarantine (session_id, kind, record_key, digest, error, record)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (session_id, kind, record_key, digest) DO NOTHING
+"""
+
+
 class PersistenceActivities:
     """The projection writer, registered on the worker when a database is configured.
 
     Args:
         pool: From `create_pool` (JSONB codec installed).
         dsn: When given, migrations are applied before the first write unless `prepare()` already did.
+        content: The content store: message texts, tool results and arguments stored by reference are written in
+            full (up to the projection's size limit), so the projection reads like the conversation. Without one,
+            a referenced text is written as its preview and a note naming its size and digest.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, dsn: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str | None = None, content: ContentStore | None = None) -> None:
         self._pool = pool
+        self._content = content
         self._dsn = dsn
         self._schema_ready = dsn is None
         self._schema_lock = asyncio.Lock()
@@ -349,27 +273,111 @@ class PersistenceActivities:
         return True
 
     @activity.defn(name=RECORD_PROJECTION_ACTIVITY)
-    async def record(self, batch: ProjectionBatch) -> None:
+    async def record(self, batch: ProjectionBatch) -> ProjectionWriteResult:
         """Write a batch of projection records in one transaction; idempotent (see the module docstring).
 
+        Records PostgreSQL refuses are quarantined, not raised. With `batch.wait_for_database_seconds`, an
+        unreachable database is tried again about once a second until that deadline.
+
         Raises:
-            ApplicationError: Type `ProjectionUnavailable` (retryable) when PostgreSQL cannot be reached.
+            ApplicationError: Type `ProjectionUnavailable` (retryable) when PostgreSQL cannot be reached (in time).
         """
-        statements = _statements(batch.records)
         # A regular-activity write beats, so a write lost with its worker is retried after a few seconds; sessions
         # started before writes were regular activities still call this as a local activity, which cannot beat.
         regular = activity.in_activity() and not activity.info().is_local
         beat = heartbeating(HEARTBEAT_INTERVAL_SECONDS) if regular else contextlib.nullcontext()
-        try:
-            async with beat:
-                await self._ensure_schema()
-                async with self._pool.acquire() as conn, conn.transaction():
-                    for sql, rows in statements:
-                        await conn.executemany(sql, rows)
-        except _UNAVAILABLE as err:
-            raise ApplicationError(
-                f"PostgreSQL unavailable: {_describe(err)}", type=PROJECTION_UNAVAILABLE_ERROR
-            ) from err
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + batch.wait_for_database_seconds
+        attempts = 0
+        async with beat:
+            while True:
+                attempts += 1
+                try:
+                    records = await self._resolved(batch.records)
+                    await self._ensure_schema()
+                    result = await self._write([_prepare(record) for record in records])
+                except Exception as err:
+                    if not _unavailable(err):
+                        raise
+                    if loop.time() + DATABASE_RETRY_SECONDS > deadline:
+                        raise ApplicationError(
+                            f"PostgreSQL unavailable: {_describe(err)}", type=PROJECTION_UNAVAILABLE_ERROR
+                        ) from err
+                    if attempts == 1:
+                        log.info(
+                            "PostgreSQL unavailable (%s); retrying every %g s for up to %g s",
+                            _describe(err),
+                            DATABASE_RETRY_SECONDS,
+                            batch.wait_for_database_seconds,
+                        )
+                    await asyncio.sleep(DATABASE_RETRY_SECONDS)
+                    continue
+                if attempts > 1:
+                    log.info(
+                        "PostgreSQL answered again after %.1f s; wrote %d projection records",
+                        loop.time() - started,
+                        result.written,
+                    )
+                return result
+
+    async def _resolved(self, records: list[ProjectionRecord]) -> list[ProjectionRecord]:
+        """The records with referenced texts and argument values replaced by their content (see `content`)."""
+        if self._content is None:
+            return records
+        resolved: list[ProjectionRecord] = []
+        for record in records:
+            match record:
+                case MessageRecord():
+                    message = await self._content.resolve_message(record.message)
+                    resolved.append(record.model_copy(update={"message": message}))
+                case ToolCallRecord():
+                    result = await self._content.resolve_text(record.result)
+                    arguments = await self._content.resolve_arguments(record.arguments)
+                    resolved.append(record.model_copy(update={"result": result, "arguments": arguments}))
+                case ApprovalRecord():
+                    approval = await self._content.resolve_approval(record.approval)
+                    resolved.append(record.model_copy(update={"approval": approval}))
+                case _:
+                    resolved.append(record)
+        return resolved
+
+    async def _write(self, prepared: list[_Prepared]) -> ProjectionWriteResult:
+        truncated = sum(p.truncated for p in prepared)
+        async with self._pool.acquire() as conn:
+            if all(p.error is None for p in prepared):
+                try:
+                    async with conn.transaction():
+                        for sql, rows in _statements(prepared):
+                            await conn.executemany(sql, rows)
+                    return ProjectionWriteResult(written=len(prepared), truncated=truncated)
+                except Exception as err:
+                    if _unavailable(err):
+                        raise
+                    log.warning(
+                        "PostgreSQL refused a batch of %d projection records (%s); writing them one by one",
+                        len(prepared),
+                        _describe(err),
+                    )
+            written = quarantined = 0
+            async with conn.transaction():
+                for record in prepared:
+                    error = record.error
+                    if error is None:
+                        try:
+                            async with conn.transaction():  # a savepoint: a refused record leaves the rest intact
+                                for sql, row in record.rows:
+                                    await conn.execute(sql, *row)
+                        except Exception as err:
+                            if _unavailable(err):
+                                raise
+                            error = _describe(err)
+                        else:
+                            written += 1
+                            continue
+                    await _quarantine(conn, record, error)
+                    quarantined += 1
+        return ProjectionWriteResult(written=written, quarantined=quarantined, truncated=truncated)
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready or self._dsn is None:
@@ -380,15 +388,154 @@ class PersistenceActivities:
                 self._schema_ready = True
 
 
+async def _quarantine(conn: asyncpg.Connection, record: _Prepared, error: str) -> None:
+    """Keep a record PostgreSQL refused in `projection_quarantine` and log it; if even that fails, log and drop it.
+
+    Raises only what `_unavailable` accepts (the whole write is then tried again later), never anything else: a
+    record that cannot be kept must not wedge the session's outbox.
+    """
+    session_id, kind, key = record.identity()
+    try:
+        document = record.document()
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        async with conn.transaction():
+            await conn.execute(_QUARANTINE_INSERT, session_id, kind, key, digest, error, document)
+    except Exception as err:
+        if _unavailable(err):
+            raise
+        log.error(
+            "Projection record dropped: PostgreSQL refused it (%s) and it could not be quarantined either (%s); "
+            "session %s, %s %s",
+            error,
+            _describe(err),
+            session_id,
+            kind,
+            key,
+        )
+        return
+    log.warning(
+        "Projection record quarantined in %s: session %s, %s %s: %s", QUARANTINE_TABLE, session_id, kind, key, error
+    )
+
+
 def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    """The error's type and message, storable and loggable (asyncpg may quote the value it refused), and short."""
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return _Sanitizer().text(text[:MAX_ERROR_CHARS], limit=None)
 
 
-def _statements(records: Iterable[ProjectionRecord]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+# --- making values storable ---
+
+# NUL, and UTF-16 surrogates (lone ones are not UTF-8; a pair split over two code points is joined again).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class _Sanitizer:
+    """Makes strings storable (see the module docstring), counting the text values it cuts."""
+
+    def __init__(self) -> None:
+        self.truncated = 0
+
+    def text(self, text: str, *, limit: int | None = MAX_TEXT_BYTES) -> str:
+        if _UNSTORABLE.search(text):
+            if "\x00" in text:
+                text = text.replace("\x00", NUL_ESCAPE)
+            # UTF-16 round trip: a surrogate pair becomes its character again, a lone surrogate U+FFFD.
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        if limit is not None and len(text) * 4 > limit:  # only then can the UTF-8 form exceed the limit
+            encoded = text.encode()
+            if len(encoded) > limit:
+                marker = TRUNCATION_MARKER.format(size=len(encoded))
+                kept = encoded[: max(0, limit - len(marker.encode()))]
+                text = kept.decode("utf-8", "ignore") + marker
+                self.truncated += 1
+        return text
+
+    def value(self, value: Any) -> Any:
+        """A query parameter or a JSON value, with every string in it (keys too) made storable."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                (self.text(key, limit=None) if isinstance(key, str) else key): self.value(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return value
+
+
+@dataclass
+class _Prepared:
+    """One record as sanitized statement rows, or the reason it could not be turned into rows."""
+
+    record: ProjectionRecord
+    rows: list[tuple[str, tuple[Any, ...]]]
+    truncated: int
+    error: str | None = None
+
+    def identity(self) -> tuple[str, str, str]:
+        """(session id, kind, key): the quarantine table's key, made storable; "?" for what cannot be read."""
+        parts = []
+        for read in (lambda: _session_of(self.record), lambda: self.record.kind, lambda: _key_of(self.record)):
+            try:
+                parts.append(_Sanitizer().text(str(read()), limit=None))
+            except Exception:  # a record built without validation may lack anything
+                parts.append("?")
+        return parts[0], parts[1], parts[2]
+
+    def document(self) -> Any:
+        """The record as sanitized JSON, for the quarantine table."""
+        try:
+            dumped: Any = self.record.model_dump(mode="json")
+        except Exception as err:  # whatever it is, the record must still be kept
+            dumped = {"unserializable": _describe(err), "repr": repr(self.record)}
+        return _Sanitizer().value(dumped)
+
+
+def _prepare(record: ProjectionRecord) -> _Prepared:
+    sanitizer = _Sanitizer()
+    try:
+        rows = [(sql, tuple(sanitizer.value(param) for param in row)) for sql, row in _rows(record)]
+    except Exception as err:  # a record that cannot become rows is quarantined, not retried
+        return _Prepared(record, [], 0, error=f"could not be prepared: {_describe(err)}")
+    return _Prepared(record, rows, sanitizer.truncated)
+
+
+def _session_of(record: ProjectionRecord) -> str:
+    return record.approval.session_id if isinstance(record, ApprovalRecord) else record.session_id
+
+
+def _key_of(record: ProjectionRecord) -> str:
+    """What identifies the record's version within its session and kind (the quarantine table's key)."""
+    match record:
+        case SessionRecord():
+            return record.last_activity.isoformat()
+        case MessageRecord():
+            return f"{record.seq}:{record.message.message_id}"
+        case ToolCallRecord():
+            return f"{record.call_id}:{record.outcome or 'open'}"
+        case ApprovalRecord():
+            return f"{record.approval.request_id}:{record.approval.status.value}"
+        case AgentSwitchRow():
+            return str(record.seq)
+        case LlmRequestRecord():
+            return record.request_id
+        case PlanRecord():
+            return f"{record.plan.plan_id}@{record.updated_at.isoformat()}"
+        case EventRecord():
+            return record.event_id
+    raise TypeError(f"not a projection record: {type(record).__name__}")  # pragma: no cover - the union is closed
+
+
+def _statements(prepared: Iterable[_Prepared]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The batch as (statement, rows) pairs; rows of one statement keep the batch's order (later wins)."""
     rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for record in records:
-        for sql, row in _rows(record):
+    for record in prepared:
+        for sql, row in record.rows:
             rows[sql].append(row)
     return list(rows.items())
 
@@ -421,7 +568,7 @@ def _rows(record: ProjectionRecord) -> list[tuple[str, tuple[Any, ...]]]:
                         record.seq,
                         message.message_id,
                         message.role,
-                        message.content,
+                        _text(message.content),
                         message.name,
                         message.tool_call_id,
                         [call.model_dump(mode="json") for call in message.tool_calls] or None,
@@ -442,7 +589,7 @@ def _rows(record: ProjectionRecord) -> list[tuple[str, tuple[Any, ...]]]:
                         record.agent.value,
                         _utc(record.requested_at),
                         record.outcome,
-                        record.result,
+                        _text(record.result),
                         _utc(record.closed_at),
                     ),
                 )
@@ -561,6 +708,14 @@ def _rows(record: ProjectionRecord) -> list[tuple[str, tuple[Any, ...]]]:
     raise TypeError(f"not a projection record: {type(record).__name__}")  # pragma: no cover - the union is closed
 
 
+def _text(value: str | ContentRef | None) -> str | None:
+    """A text column's value. Content stored by reference (workflows/content.py) is not resolved here: the column
+    holds its preview and a visible note naming its size and digest (the full text is in the content store)."""
+    if isinstance(value, ContentRef):
+        return f"{value.preview}…[stored by reference: {value.size} characters, sha256 {value.sha256}]"
+    return value
+
+
 def _utc(value: datetime | None) -> datetime | None:
     """Workflow time is UTC; a naive value is taken as UTC rather than as the server's local time."""
     if value is None or value.tzinfo is not None:
@@ -595,6 +750,17 @@ class ProjectionMetrics(BaseModel):
     approval_decisions: dict[str, int] = Field(default_factory=dict, description="decision -> count")
     approval_wait_seconds_avg: float | None = None
     agent_switches: dict[str, int] = Field(default_factory=dict, description='"<from>_to_<to>" -> count')
+
+
+class QuarantinedRecord(BaseModel):
+    """A projection record PostgreSQL refused, as kept in `projection_quarantine`."""
+
+    session_id: str
+    kind: str
+    record_key: str
+    error: str
+    record: dict[str, Any] = Field(description="The record as JSON, every string made storable.")
+    quarantined_at: datetime
 
 
 class ProjectionReader:
@@ -686,6 +852,15 @@ class ProjectionReader:
             limit,
         )
         return [EventRecord.model_validate(dict(row)) for row in rows]
+
+    async def quarantined(self, session_id: str | None = None, *, limit: int = 100) -> list[QuarantinedRecord]:
+        """Records PostgreSQL refused, of one session or of all, oldest first."""
+        rows = await self._pool.fetch(
+            f"SELECT * FROM {QUARANTINE_TABLE} WHERE ($1::text IS NULL OR session_id = $1) ORDER BY id LIMIT $2",
+            session_id,
+            limit,
+        )
+        return [QuarantinedRecord.model_validate(dict(row)) for row in rows]
 
     async def metrics(self, session_id: str | None = None) -> ProjectionMetrics:
         """Aggregates over one session (or all): LLM usage, tool outcomes, approvals, switches."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from activities.persistence import MigrationError
+from activities.postgres import MigrationError
 from client.api import serve as serve_api
 from client.database import EmbeddedPostgresError, run_migrations
 from client.demo import run_demo

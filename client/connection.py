@@ -1,14 +1,17 @@
-"""The one place a Temporal client is built.
+"""The one place a Temporal client is built, and the content store it relies on.
 
 Worker, API, CLI, tests and the replayer all connect through `connect_client`, so they share one data converter
-(pydantic, because every contract type in `workflows.model` is a pydantic model) and one reading of the TLS and
-API-key settings.
+(pydantic, because every contract type in `workflows.model` is a pydantic model, with Temporal's external payload
+storage over the content store) and one reading of the TLS and API-key settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -16,9 +19,12 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.service import RPCError, TLSConfig
 
-from settings import Settings, TemporalSettings
+from activities.content import ContentStore
+from activities.payload_drivers import FilePayloadDriver, PostgresPayloadDriver, s3_driver
+from settings import ContentSettings, Settings, TemporalSettings
 from workflows.model import SEARCH_ATTRIBUTES, ConversationConfig
 
 log = logging.getLogger("agent_runtime.connection")
@@ -34,11 +40,66 @@ async def settle_after_shutdown() -> None:
     await asyncio.sleep(SHUTDOWN_SETTLE_SECONDS)
 
 
-async def connect_client(settings: TemporalSettings | Settings, **kwargs: Any) -> Client:
+@contextlib.asynccontextmanager
+async def open_content_store(settings: Settings) -> AsyncIterator[ContentStore]:
+    """The content store the settings describe (see `ContentSettings`), open for as long as the context is.
+
+    Never needs the store to be reachable yet: PostgreSQL is connected to on first use.
+    """
+    content = settings.content
+    backend = content.backend
+    if backend == "auto":
+        backend = "postgres" if settings.database_url is not None else "file"
+    if backend == "postgres":
+        if settings.database_url is None:
+            raise ValueError("the postgres content store needs AGENT_RUNTIME__DATABASE_URL")
+        driver = PostgresPayloadDriver(settings.database_url.get_secret_value())
+        try:
+            yield ContentStore(driver)
+        finally:
+            await driver.close()
+    elif backend == "file":
+        yield ContentStore(FilePayloadDriver(content.path))
+    else:
+        async with _s3_client(content) as s3:
+            yield ContentStore(s3_driver(s3, content.s3_bucket or ""))
+
+
+@contextlib.asynccontextmanager
+async def _s3_client(content: ContentSettings) -> AsyncIterator[Any]:
+    import aioboto3  # noqa: PLC0415 - optional extra, only for backend s3
+
+    async with aioboto3.Session().client("s3", endpoint_url=content.s3_endpoint_url) as s3:
+        yield s3
+
+
+def data_converter(content: ContentStore | None, threshold: int | None = None) -> DataConverter:
+    """The runtime's data converter: pydantic, plus external storage of large payloads when a store is given."""
+    if content is None:
+        return pydantic_data_converter
+    storage = ExternalStorage(
+        drivers=[content.driver],
+        payload_size_threshold=threshold or ContentSettings().external_storage_threshold,
+    )
+    return dataclasses.replace(pydantic_data_converter, external_storage=storage)
+
+
+def with_content_store(client: Client, content: ContentStore, threshold: int | None = None) -> Client:
+    """The same connection, with a data converter that stores large payloads in `content`."""
+    config = client.config()
+    config["data_converter"] = data_converter(content, threshold)
+    return Client(**config)
+
+
+async def connect_client(
+    settings: TemporalSettings | Settings, *, content: ContentStore | None = None, **kwargs: Any
+) -> Client:
     """Connect to Temporal as configured.
 
     Args:
         settings: The Temporal settings, or the whole settings (their `temporal` part is used).
+        content: The content store: payloads over the external storage threshold go there. Every process of a
+            deployment that exchanges payloads with the workflows must use the same store.
         **kwargs: Passed to `temporalio.client.Client.connect` (e.g. `interceptors`, `identity`); they win over
             the values derived from the settings.
 
@@ -50,9 +111,10 @@ async def connect_client(settings: TemporalSettings | Settings, **kwargs: Any) -
         OSError: A configured TLS file cannot be read.
     """
     temporal = settings.temporal if isinstance(settings, Settings) else settings
+    threshold = settings.content.external_storage_threshold if isinstance(settings, Settings) else None
     options: dict[str, Any] = {
         "namespace": temporal.namespace,
-        "data_converter": pydantic_data_converter,
+        "data_converter": data_converter(content, threshold),
         "tls": _tls(temporal),
         "api_key": temporal.api_key.get_secret_value() if temporal.api_key else None,
     }

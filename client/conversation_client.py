@@ -4,27 +4,43 @@ A gateway never "creates then sends": the first user message starts the session'
 (update-with-start, or signal-with-start for fire-and-forget callers). Every other input is an update, so the
 caller learns at once whether it was accepted; errors come back as the exceptions below, which a gateway can map
 to its own status codes.
+
+Large content never rides through Temporal inline: a large tool result, user message or edited argument is stored
+in the content store before it is sent, and every reference in what the client returns (events, history,
+approvals, state) is resolved, so callers always see full text.
+
+A session whose workflow is closed (failed, terminated, timed out) is never silently replaced by a new, empty
+session under the same id: a message to it raises `SessionClosedError` unless the caller asks for a new session.
+A session whose workflow task keeps failing raises `SessionStuckError` with the failure, instead of a timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from activities.content import ContentStore
+from workflows import tool_messages
+from workflows.content import INLINE_TEXT_LIMIT
 from workflows.conversation import ConversationWorkflow
 from workflows.model import (
     APPROVAL_ALREADY_RESOLVED_ERROR,
@@ -71,6 +87,49 @@ class InvalidInputError(ConversationError):
     """The input is well-formed but not acceptable now (e.g. an agent this session does not have)."""
 
 
+class SessionClosedError(ConversationError):
+    """The session's workflow is closed (failed, terminated, cancelled, timed out); it takes no more input.
+
+    Attributes:
+        session_id: The session.
+        status: How it closed (`FAILED`, `TERMINATED`, ...).
+        closed_at: When.
+    """
+
+    def __init__(self, session_id: str, status: str, closed_at: datetime | None) -> None:
+        when = f" at {closed_at.isoformat()}" if closed_at else ""
+        super().__init__(
+            f"session {session_id} is closed ({status.lower()}{when}) and takes no more input; start over with a "
+            'new session (the HTTP API: send the user_message with "new_session": true)'
+        )
+        self.session_id = session_id
+        self.status = status
+        self.closed_at = closed_at
+
+
+class SessionStuckError(ConversationError):
+    """The session's workflow cannot make progress: its workflow task keeps failing (a bug, or no worker at all).
+
+    Attributes:
+        session_id: The session.
+        attempts: How many times its current workflow task was tried (0 when none was picked up).
+        reason: The last failure's message, when Temporal recorded one.
+    """
+
+    def __init__(self, session_id: str, attempts: int, reason: str | None) -> None:
+        if attempts > 1:
+            what = f"its workflow task has failed {attempts - 1} times"
+            hint = "an operator must deploy a fix; the session then resumes where it stopped"
+        else:
+            what = "no worker answered it in time"
+            hint = "check that a worker is running and polling the task queue"
+        detail = f" (last error: {reason})" if reason else ""
+        super().__init__(f"session {session_id} cannot make progress: {what}{detail}; {hint}")
+        self.session_id = session_id
+        self.attempts = attempts
+        self.reason = reason
+
+
 _ERRORS_BY_TYPE: dict[str, type[ConversationError]] = {
     UNKNOWN_CALL_ID_ERROR: UnknownCallIdError,
     APPROVAL_ALREADY_RESOLVED_ERROR: ApprovalAlreadyResolvedError,
@@ -82,6 +141,8 @@ _ERRORS_BY_TYPE: dict[str, type[ConversationError]] = {
 # gateway (benchmarks/latency.py: 147 -> 33 ms p50 per turn); a short pause still folds bursts into one poll, and
 # each poll is an update in the session's history.
 EVENT_POLL_COOLDOWN = timedelta(milliseconds=10)
+# An input or a read that a healthy session answers in milliseconds; after this, find out why it did not.
+ANSWER_TIMEOUT = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
@@ -93,48 +154,126 @@ class Event:
 
 
 class ConversationClient:
-    """Start, drive and read conversations on one task queue."""
+    """Start, drive and read conversations on one task queue.
 
-    def __init__(self, client: Client, *, task_queue: str, config: ConversationConfig | None = None) -> None:
+    Args:
+        client: A Temporal client whose data converter uses the same content store (`client.connection`).
+        task_queue: The workers' task queue.
+        config: The configuration new sessions start with.
+        content: The content store; without one, large content is sent inline (and refused over the inline
+            limit) and references in what is read are left as they are.
+        answer_timeout: How long an input or a read may take before the client finds out why it did not arrive.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        config: ConversationConfig | None = None,
+        content: ContentStore | None = None,
+        answer_timeout: timedelta = ANSWER_TIMEOUT,
+    ) -> None:
         self._client = client
         self._task_queue = task_queue
         self._config = config or ConversationConfig()
+        self._content = content
+        self._answer_timeout = answer_timeout.total_seconds()
+
+    @property
+    def temporal(self) -> Client:
+        return self._client
+
+    @property
+    def content(self) -> ContentStore | None:
+        return self._content
 
     def handle(self, session_id: str) -> WorkflowHandle[ConversationWorkflow, None]:
         return self._client.get_workflow_handle_for(ConversationWorkflow.run, workflow_id_for(session_id))
 
-    async def send_user_message(self, session_id: str, message: UserMessage) -> InputReceipt:
-        """Deliver a user message, starting the session if it does not exist yet (update-with-start)."""
-        start = WithStartWorkflowOperation(
-            ConversationWorkflow.run,
-            ConversationInput(session_id=session_id, config=self._config),
-            id=workflow_id_for(session_id),
-            task_queue=self._task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        try:
-            return await self._client.execute_update_with_start_workflow(
-                ConversationWorkflow.submit_user_message, message, start_workflow_operation=start
-            )
-        except WorkflowUpdateFailedError as err:
-            raise _translate(err) from err
+    # --- starting ---
 
-    async def signal_user_message(self, session_id: str, message: UserMessage) -> None:
-        """Fire-and-forget variant: signal-with-start, for callers that follow the event stream anyway."""
+    def _start_input(self, session_id: str) -> ConversationInput:
+        return ConversationInput(session_id=session_id, config=self._config)
+
+    async def create_session(self, session_id: str) -> None:
+        """Start a session without a message.
+
+        Raises:
+            WorkflowAlreadyStartedError: The session exists, or existed (its id is never reused).
+        """
         await self._client.start_workflow(
             ConversationWorkflow.run,
-            ConversationInput(session_id=session_id, config=self._config),
+            self._start_input(session_id),
+            id=workflow_id_for(session_id),
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+
+    async def send_user_message(
+        self, session_id: str, message: UserMessage, *, new_session: bool = False
+    ) -> InputReceipt:
+        """Deliver a user message, starting the session if it does not exist yet (update-with-start).
+
+        Args:
+            session_id: The session.
+            message: The message; large content is stored by reference before it is sent.
+            new_session: When the session is closed, start a new one under the same id instead of refusing.
+
+        Raises:
+            SessionClosedError: The session is closed and `new_session` is False.
+        """
+        message = message.model_copy(update={"content": await self._offload(message.content)})
+        start = WithStartWorkflowOperation(
+            ConversationWorkflow.run,
+            self._start_input(session_id),
             id=workflow_id_for(session_id),
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="user_message",
-            start_signal_args=[message],
+            id_reuse_policy=_reuse_policy(new_session),
         )
+        try:
+            return await self._answered(
+                session_id,
+                self._client.execute_update_with_start_workflow(
+                    ConversationWorkflow.submit_user_message, message, start_workflow_operation=start
+                ),
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise await self._closed(session_id) from err
+
+    async def signal_user_message(self, session_id: str, message: UserMessage, *, new_session: bool = False) -> None:
+        """Fire-and-forget variant: signal-with-start, for callers that follow the event stream anyway."""
+        message = message.model_copy(update={"content": await self._offload(message.content)})
+        try:
+            await self._client.start_workflow(
+                ConversationWorkflow.run,
+                self._start_input(session_id),
+                id=workflow_id_for(session_id),
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=_reuse_policy(new_session),
+                start_signal="user_message",
+                start_signal_args=[message],
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise await self._closed(session_id) from err
+
+    # --- inputs ---
 
     async def send_tool_result(self, session_id: str, result: ToolResult) -> InputReceipt:
+        if self._content is not None and result.content is None:
+            text = tool_messages.from_ide_result(result.result, result.error)
+            if len(text) > INLINE_TEXT_LIMIT:
+                stored = await self._content.put(text)
+                result = ToolResult(call_id=result.call_id, content=stored, failed=bool(result.error))
         return await self._update(session_id, ConversationWorkflow.submit_tool_result, result)
 
     async def decide(self, session_id: str, decision: HitlDecision) -> InputReceipt:
+        if self._content is not None and decision.modified_arguments is not None:
+            arguments = await self._content.offload_arguments(decision.modified_arguments)
+            decision = decision.model_copy(update={"modified_arguments": arguments})
         return await self._update(session_id, ConversationWorkflow.submit_hitl_decision, decision)
 
     async def decide_plan(self, session_id: str, decision: PlanDecision) -> InputReceipt:
@@ -148,18 +287,36 @@ class ConversationClient:
     async def switch_agent(self, session_id: str, request: SwitchAgent) -> InputReceipt:
         return await self._update(session_id, ConversationWorkflow.submit_switch_agent, request)
 
+    # --- reads ---
+
     async def state(self, session_id: str) -> SessionState:
-        return await self._query(session_id, ConversationWorkflow.state)
+        state = await self._query(session_id, ConversationWorkflow.state)
+        return state.model_copy(
+            update={
+                "pending_approvals": [await self._resolve_approval(a) for a in state.pending_approvals],
+                "outstanding_calls": [
+                    c.model_copy(update={"arguments": await self._resolve_arguments(c.arguments)})
+                    for c in state.outstanding_calls
+                ],
+            }
+        )
 
     async def history(self, session_id: str) -> list[ChatMessage]:
-        return await self._query(session_id, ConversationWorkflow.history)
+        """The whole conversation, archived part included, with full content."""
+        view = await self._query(session_id, ConversationWorkflow.transcript)
+        if self._content is None:
+            return view.messages
+        archived = await self._content.read_transcript(view.archive)
+        return await self._content.resolve_messages([*archived, *view.messages])
 
     async def pending_approvals(self, session_id: str) -> list[PendingApproval]:
-        return await self._query(session_id, ConversationWorkflow.pending_approvals)
+        pending = await self._query(session_id, ConversationWorkflow.pending_approvals)
+        return [await self._resolve_approval(a) for a in pending]
 
     async def approvals(self, session_id: str) -> list[PendingApproval]:
         """Every approval of the session with its trail, settled ones included."""
-        return await self._query(session_id, ConversationWorkflow.approvals)
+        approvals = await self._query(session_id, ConversationWorkflow.approvals)
+        return [await self._resolve_approval(a) for a in approvals]
 
     async def events(self, session_id: str, from_offset: int = 0) -> AsyncIterator[Event]:
         """The session's events from an offset, live; follows continue-as-new."""
@@ -167,7 +324,8 @@ class ConversationClient:
         async for item in stream.subscribe(
             EVENTS_TOPIC, from_offset, result_type=StreamChunk, poll_cooldown=EVENT_POLL_COOLDOWN
         ):
-            yield Event(offset=item.offset, chunk=item.data)
+            chunk = item.data if self._content is None else await self._content.resolve_chunk(item.data)
+            yield Event(offset=item.offset, chunk=chunk)
 
     async def until_wait_point(self, session_id: str, from_offset: int = 0) -> list[Event]:
         """Events from an offset up to and including the next `is_final` one: what one SSE response carries."""
@@ -178,31 +336,102 @@ class ConversationClient:
                 break
         return received
 
+    # --- diagnosis: why a session does not answer ---
+
+    async def diagnose(self, session_id: str) -> ConversationError | None:
+        """Why a session does not take input: unknown, closed, or stuck; None when nothing is wrong that Temporal
+        can tell (then it is slow, or the worker is busy)."""
+        try:
+            description = await self.handle(session_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return UnknownSessionError(f"no session {session_id!r}")
+            raise
+        if description.status is not WorkflowExecutionStatus.RUNNING:
+            status = description.status.name if description.status else "CLOSED"
+            return SessionClosedError(session_id, status, description.close_time)
+        pending = description.raw_description.pending_workflow_task
+        if pending.attempt > 1:
+            return SessionStuckError(session_id, pending.attempt, await self._last_task_failure(session_id))
+        if pending.HasField("scheduled_time") and not pending.HasField("started_time"):
+            waited = datetime.now(pending.scheduled_time.ToDatetime().tzinfo) - pending.scheduled_time.ToDatetime()
+            if waited.total_seconds() >= self._answer_timeout:
+                return SessionStuckError(session_id, 0, None)
+        return None
+
+    async def _last_task_failure(self, session_id: str) -> str | None:
+        """The message of the newest WorkflowTaskFailed event (Temporal records the first failure of a task)."""
+        request = GetWorkflowExecutionHistoryReverseRequest(namespace=self._client.namespace, maximum_page_size=100)
+        request.execution.workflow_id = workflow_id_for(session_id)
+        try:
+            response = await self._client.workflow_service.get_workflow_execution_history_reverse(request)
+        except RPCError:
+            return None  # a server without the reverse history API (the time-skipping test server)
+        for event in response.history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                return event.workflow_task_failed_event_attributes.failure.message[:500] or None
+        return None
+
+    async def _closed(self, session_id: str) -> ConversationError:
+        return await self.diagnose(session_id) or SessionClosedError(session_id, "CLOSED", None)
+
+    # --- plumbing ---
+
+    async def _answered(self, session_id: str, call: Awaitable[R]) -> R:
+        """Await an input or a read; when it fails or does not arrive in time, say why in the session's terms."""
+        try:
+            return await asyncio.wait_for(call, self._answer_timeout)
+        except WorkflowUpdateFailedError as err:
+            raise _translate(err) from err
+        except TimeoutError as err:
+            raise await self.diagnose(session_id) or SessionStuckError(session_id, 0, None) from err
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise UnknownSessionError(f"no session {session_id!r}") from err
+            diagnosis = await self._diagnose_quietly(session_id)
+            if diagnosis is not None:
+                raise diagnosis from err
+            raise
+        except WorkflowQueryFailedError as err:
+            diagnosis = await self._diagnose_quietly(session_id)
+            if diagnosis is not None:
+                raise diagnosis from err
+            raise
+
+    async def _diagnose_quietly(self, session_id: str) -> ConversationError | None:
+        try:
+            return await self.diagnose(session_id)
+        except RPCError:
+            return None
+
     async def _update(
         self, session_id: str, update: UpdateMethodMultiParam[[ConversationWorkflow, P], R], payload: P
     ) -> R:
-        try:
-            return await self.handle(session_id).execute_update(update, payload)
-        except WorkflowUpdateFailedError as err:
-            raise _translate(err) from err
-        except RPCError as err:
-            raise _translate_rpc(err, session_id) from err
+        return await self._answered(session_id, self.handle(session_id).execute_update(update, payload))
 
     async def _query(self, session_id: str, query: Callable[[ConversationWorkflow], R]) -> R:
-        try:
-            return await self.handle(session_id).query(query)
-        except RPCError as err:
-            raise _translate_rpc(err, session_id) from err
+        return await self._answered(session_id, self.handle(session_id).query(query))
+
+    async def _offload(self, text: Any) -> Any:
+        if self._content is None:
+            return text
+        return await self._content.offload_text(text)
+
+    async def _resolve_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return arguments if self._content is None else await self._content.resolve_arguments(arguments)
+
+    async def _resolve_approval(self, approval: PendingApproval) -> PendingApproval:
+        return approval if self._content is None else await self._content.resolve_approval(approval)
+
+
+def _reuse_policy(new_session: bool) -> WorkflowIDReusePolicy:
+    # A closed session's id is reused only on request: a failed or terminated workflow silently replaced by an empty
+    # session under the same id lost the conversation without telling anyone.
+    return WorkflowIDReusePolicy.ALLOW_DUPLICATE if new_session else WorkflowIDReusePolicy.REJECT_DUPLICATE
 
 
 def _translate(err: WorkflowUpdateFailedError) -> Exception:
     cause = err.cause
     if isinstance(cause, ApplicationError) and cause.type in _ERRORS_BY_TYPE:
         return _ERRORS_BY_TYPE[cause.type](cause.message)
-    return err
-
-
-def _translate_rpc(err: RPCError, session_id: str) -> Exception:
-    if err.status is RPCStatusCode.NOT_FOUND:
-        return UnknownSessionError(f"no session {session_id!r}")
     return err

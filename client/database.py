@@ -46,7 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TextIO
 
-from activities.persistence import apply_migrations
+from activities.postgres import apply_migrations
 from settings import Settings
 
 log = logging.getLogger("agent_runtime.database")

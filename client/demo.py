@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from activities.persistence import ProjectionReader, close_pool, create_pool
-from client.connection import session_config
+from activities.persistence import ProjectionReader
+from activities.postgres import close_pool, create_pool
+from client.connection import open_content_store, session_config, with_content_store
 from client.conversation_client import ConversationClient, Event
 from client.database import describe_dsn, projection_database
 from client.devstack import DevServer, start_dev_server
@@ -32,6 +33,7 @@ from client.fake_llm import FakeLlmServer, FakeReply
 from client.visibility import stuck_approvals_query
 from settings import Settings, TemporalSettings
 from worker import running_worker
+from workflows.content import text_or_preview
 from workflows.model import (
     SEARCH_ATTRIBUTES,
     ChunkType,
@@ -86,7 +88,7 @@ class _Printer:
         tokens: list[str] = []
         for event in events:
             if event.chunk.type is ChunkType.ASSISTANT_DELTA:
-                tokens.append(event.chunk.token or "")
+                tokens.append(text_or_preview(event.chunk.token))
                 continue
             if tokens:
                 self.line(f"(streamed live in {len(tokens)} token events: {''.join(tokens)!r})")
@@ -173,9 +175,12 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         show.line(f"Temporal frontend {temporal.target}, Web UI {temporal.ui_url}")
         show.line(f"fake LLM (OpenAI-compatible) at {llm.base_url}")
         show.line(f"PostgreSQL projection at {describe_dsn(dsn)}")
-        async with running_worker(temporal.client, settings):
-            config = await session_config(temporal.client, settings)
-            client = ConversationClient(temporal.client, task_queue=settings.temporal.task_queue, config=config)
+        async with open_content_store(settings) as content, running_worker(temporal.client, settings, content):
+            temporal_client = with_content_store(temporal.client, content)
+            config = await session_config(temporal_client, settings)
+            client = ConversationClient(
+                temporal_client, task_queue=settings.temporal.task_queue, config=config, content=content
+            )
             show.step(f'The user says "{USER_REQUEST}" (session {session_id})')
             await client.send_user_message(session_id, UserMessage(content=USER_REQUEST))
             events = await client.until_wait_point(session_id)

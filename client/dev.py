@@ -30,9 +30,9 @@ from typing import TextIO
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from activities.persistence import apply_migrations
+from activities.postgres import apply_migrations
 from client.api import create_app
-from client.connection import connect_client
+from client.connection import connect_client, open_content_store
 from client.database import EmbeddedPostgres, describe_dsn
 from client.devstack import start_dev_server
 from client.embedded_server import EmbeddedServer
@@ -142,11 +142,13 @@ async def run_dev(
             else:
                 lines.append(("LLM", f"{settings.llm_proxy_url}  model {settings.llm_model}"))
 
-            # The worker, then the API.
-            await stack.enter_async_context(running_worker(client, settings))
+            # The content store (the projection's database), the worker, then the API.
+            content = await stack.enter_async_context(open_content_store(settings))
+            lines.append(("Content store", type(content.driver).__name__))
+            await stack.enter_async_context(running_worker(client, settings, content))
             lines.append(("Worker", f"task queue {settings.temporal.task_queue}"))
             api = EmbeddedServer(
-                create_app(settings, temporal_client=client),
+                create_app(settings, temporal_client=client, content=content),
                 options.host,
                 options.api_port,
                 name="dev-api",

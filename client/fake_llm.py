@@ -5,7 +5,9 @@ request/response path is exercised. It is as strict as OpenAI about the things t
 history whose tool calls are not answered (bug B1/B3, "No tool output found ..."), a tool message that answers
 nothing ("No tool call found ..."), bookkeeping fields leaking into messages, an empty `tools` array. A request
 OpenAI would refuse gets OpenAI's 400 error object here too, so a test that passes against the fake does not
-fail in production on a malformed history.
+fail in production on a malformed history. It can also have a context window (`context_window`,
+`set_context_window`): a prompt longer than it gets OpenAI's `context_length_exceeded` 400, counted with
+`estimate_prompt_tokens`, so compaction and overflow handling can be tested without a real model.
 
 Replies come from scripts queued per session (the body's `user` field, which the LLM activity sets to the session
 id), then from the "*" queue, then from a small deterministic "brain" good enough for the demo: it classifies by
@@ -31,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -103,6 +106,11 @@ class FakeReply(BaseModel):
         delay_seconds: Sleep this long before answering (for timeout tests).
         chunk_delay_seconds: When streaming, sleep this long between chunks, like a provider producing tokens over
             time (for latency benchmarks: the first token then clearly precedes the last).
+        content_delta_chars: When streaming, send the content in deltas of this many characters (the last may be
+            shorter) instead of three pieces; real providers send a token or two per delta, and a client's
+            accumulator must cope with thousands of them.
+        argument_delta_chars: The same for each tool call's arguments string: real providers stream arguments in
+            fragments of a few characters (e.g. 6), so a large argument becomes a very long stream.
         match: Only a request of this purpose consumes the reply; others skip it.
     """
 
@@ -121,6 +129,8 @@ class FakeReply(BaseModel):
     raw_body: str | None = None
     delay_seconds: float = Field(default=0.0, ge=0)
     chunk_delay_seconds: float = Field(default=0.0, ge=0)
+    content_delta_chars: int | None = Field(default=None, ge=1)
+    argument_delta_chars: int | None = Field(default=None, ge=1)
     match: Purpose | None = None
 
 
@@ -131,6 +141,18 @@ class ScriptBody(BaseModel):
     replies: list[FakeReply]
 
 
+class ContextWindowBody(BaseModel):
+    """Body of `POST /_fake/context-window`: a session's window in tokens ("*" sets the default); null removes it.
+
+    `tokens` is required so that a typo cannot silently lift a limit; null is the explicit way to do that.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: str = DEFAULT_QUEUE
+    tokens: int | None = Field(ge=1)
+
+
 @dataclass
 class ReceivedRequest:
     """One request as the fake received it.
@@ -139,12 +161,15 @@ class ReceivedRequest:
         received_at: Wall-clock time (`time.time()`) the request was recorded.
         first_token_at: Wall-clock time the first streamed chunk with assistant text was handed to the server to
             send; None until then (and for non-streamed or text-less replies).
+        prompt_tokens: The prompt's size as the fake counts it (`estimate_prompt_tokens`), the number its context
+            window is checked against; recorded for refused requests too, so a test can see how close it came.
     """
 
     path: str
     session: str
     headers: dict[str, str]
     body: Any
+    prompt_tokens: int = 0
     received_at: float = field(default_factory=time.time)
     first_token_at: float | None = None
 
@@ -536,6 +561,65 @@ def text_of(content: Any) -> str:
     return ""
 
 
+# The token estimate: OpenAI's rule of thumb of about four bytes of English per token, plus the few tokens of framing
+# (role, separators) each message costs in its chat format. A tokenizer would be closer, but the fake needs a count
+# that tests and benchmarks can reproduce exactly, not a faithful one.
+BYTES_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_prompt_tokens(body: Any) -> int:
+    """The fake's deterministic count of a chat request's prompt tokens, which its context window is checked against.
+
+    `ceil(B / BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(messages)`, where B is the total UTF-8 bytes of every
+    message's content (the text of a string or of its text parts), every tool call's function name and arguments
+    string, and the `tools` array as compact JSON (`separators=(",", ":")`, `ensure_ascii=False`). Other fields
+    (roles, ids, options) are covered by the per-message overhead. Adding a message or a byte anywhere counted never
+    lowers the estimate. Malformed bodies are counted as far as they make sense (a non-object body counts 0), since
+    refused requests are recorded with their count too.
+
+    Args:
+        body: The decoded request body.
+
+    Returns:
+        The estimated number of prompt tokens.
+    """
+    if not isinstance(body, dict):
+        return 0
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    size = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        size += _utf8_len(text_of(message.get("content")))
+        tool_calls = message.get("tool_calls")
+        for call in tool_calls if isinstance(tool_calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                size += _utf8_len(function.get("name")) + _utf8_len(function.get("arguments"))
+    if "tools" in body:
+        size += _utf8_len(json.dumps(body["tools"], separators=(",", ":"), ensure_ascii=False, default=str))
+    return math.ceil(size / BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(messages)
+
+
+def _utf8_len(value: Any) -> int:
+    if value is None:
+        return 0
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def context_length_exceeded(window: int, prompt_tokens: int) -> OpenAIError:
+    """OpenAI's refusal of a prompt longer than the model's context window, word for word."""
+    return OpenAIError(
+        f"This model's maximum context length is {window} tokens. However, your messages resulted in {prompt_tokens} "
+        "tokens. Please reduce the length of the messages.",
+        param="messages",
+        code="context_length_exceeded",
+    )
+
+
 def purpose_of(body: Mapping[str, Any]) -> Purpose:
     """Classification when a system/developer message says the answer is JSON only, else an agent turn."""
     for message in body.get("messages") or []:
@@ -731,6 +815,8 @@ def completion_chunks(reply: FakeReply, body: Mapping[str, Any], session: str) -
 
     Role first, content in a few pieces, each tool call as a header delta (index, id, name) followed by argument
     fragments, a final empty delta with the finish reason, then the usage chunk when the request asked for it.
+    `content_delta_chars`/`argument_delta_chars` make the pieces that many characters long instead of three per
+    text. A generator, linear in the reply's size: a 1.5 MB argument in 6-character deltas is 250,000 chunks.
     """
     calls = _render_calls(reply, body, session)
     content = _content_of(reply)
@@ -751,25 +837,30 @@ def completion_chunks(reply: FakeReply, body: Mapping[str, Any], session: str) -
         return result
 
     yield chunk({"role": "assistant", "content": "" if content else None, "refusal": None})
-    for piece in _pieces(content or "", 3):
+    for piece in _fragments(content or "", reply.content_delta_chars):
         yield chunk({"content": piece})
     for index, call in enumerate(calls):
         header = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
         yield chunk({"tool_calls": [header]})
         arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-        for fragment in _pieces(arguments, 3):
+        for fragment in _fragments(arguments, reply.argument_delta_chars):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
     yield chunk({}, _finish_reason(reply, calls))
     if include_usage:
         yield {**base, "choices": [], "usage": _usage(reply, body, content, calls)}
 
 
-def _pieces(text: str, count: int) -> list[str]:
-    """Split text into at most `count` non-empty pieces, so streams have more than one delta."""
+def _fragments(text: str, size: int | None, default_count: int = 3) -> Iterator[str]:
+    """Consecutive non-empty pieces of `text`, `size` characters each (the last may be shorter).
+
+    Without a size, at most `default_count` pieces, so streams still have more than one delta. Each piece is one
+    slice of the original, so the whole is linear in `len(text)`.
+    """
     if not text:
-        return []
-    size = max(1, -(-len(text) // count))
-    return [text[i : i + size] for i in range(0, len(text), size)]
+        return
+    step = size if size is not None else max(1, -(-len(text) // default_count))
+    for start in range(0, len(text), step):
+        yield text[start : start + step]
 
 
 def _completion_id() -> str:
@@ -804,19 +895,27 @@ def _scripted_error(reply: FakeReply) -> JSONResponse:
 
 
 class FakeLlm:
-    """The fake's state: per-session reply scripts and the log of received requests.
+    """The fake's state: per-session reply scripts, context windows, and the log of received requests.
 
     Args:
         api_key: When set, requests must carry `Authorization: Bearer <api_key>` (else 401, like OpenAI).
         internal_api_key: When set, requests must carry `X-Internal-Auth: <internal_api_key>` (the original
             llm-proxy's check).
+        context_window: When set, a request whose prompt is estimated (`estimate_prompt_tokens`) at more tokens
+            than this is refused with OpenAI's `context_length_exceeded` 400. The "*" window of
+            `set_context_window`, restored by `reset`.
     """
 
-    def __init__(self, *, api_key: str | None = None, internal_api_key: str | None = None) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, internal_api_key: str | None = None, context_window: int | None = None
+    ) -> None:
         self.api_key = api_key
         self.internal_api_key = internal_api_key
+        self._default_context_window = _checked_window(context_window)
         self._scripts: dict[str, deque[FakeReply]] = {}
+        self._context_windows: dict[str, int] = {}
         self._received: list[ReceivedRequest] = []
+        self.clear_context_windows()
 
     def script(self, session: str, replies: Iterable[FakeReply | Mapping[str, Any]]) -> None:
         """Queue replies for a session ("*" for any session without its own); appends to what is queued."""
@@ -847,9 +946,45 @@ class FakeLlm:
         self._received.clear()
 
     def reset(self) -> None:
-        """Forget all scripts and received requests."""
+        """Forget all scripts and received requests, and restore the constructor's context window."""
         self.clear_scripts()
         self.clear_requests()
+        self.clear_context_windows()
+
+    def set_context_window(self, session: str, tokens: int | None) -> None:
+        """Limit a session's prompts to `tokens` ("*": any session without its own window); None removes the limit.
+
+        Resolution is the scripts': the session's window, else the "*" window, else none. Removing a session's
+        window makes it follow "*" again; to exempt one session from a default, give it a large window.
+
+        Raises:
+            ValueError: `tokens` is not a positive int.
+        """
+        tokens = _checked_window(tokens)
+        if tokens is None:
+            self._context_windows.pop(session, None)
+        else:
+            self._context_windows[session] = tokens
+
+    def context_window(self, session: str) -> int | None:
+        """The window a request of this session is checked against, None when unlimited."""
+        return self._context_windows.get(session, self._context_windows.get(DEFAULT_QUEUE))
+
+    def clear_context_windows(self) -> None:
+        """Drop every `set_context_window`, back to the constructor's `context_window`."""
+        self._context_windows.clear()
+        if self._default_context_window is not None:
+            self._context_windows[DEFAULT_QUEUE] = self._default_context_window
+
+    def check_context_window(self, session: str, prompt_tokens: int) -> None:
+        """Refuse a prompt longer than the session's window, as OpenAI does.
+
+        Raises:
+            OpenAIError: `context_length_exceeded` (400).
+        """
+        window = self.context_window(session)
+        if window is not None and prompt_tokens > window:
+            raise context_length_exceeded(window, prompt_tokens)
 
     def record(self, request: ReceivedRequest) -> None:
         self._received.append(request)
@@ -876,16 +1011,28 @@ class FakeLlm:
             raise OpenAIError("Invalid or missing X-Internal-Auth header.", status=401, code="invalid_api_key")
 
 
-def create_app(fake: FakeLlm | None = None) -> FastAPI:
+def _checked_window(tokens: int | None) -> int | None:
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise ValueError(f"a context window must be a positive number of tokens, not {tokens!r}")
+    return tokens
+
+
+def create_app(fake: FakeLlm | None = None, *, context_window: int | None = None) -> FastAPI:
     """The fake provider's ASGI app.
 
     Args:
         fake: The state to serve; a fresh one when None.
+        context_window: The fresh state's context window (see `FakeLlm`); only without `fake`, which has its own.
 
     Returns:
         The app, with the state on `app.state.fake`.
+
+    Raises:
+        ValueError: Both `fake` and `context_window` were given.
     """
-    state = fake if fake is not None else FakeLlm()
+    if fake is not None and context_window is not None:
+        raise ValueError("give context_window to the FakeLlm passed as `fake`")
+    state = fake if fake is not None else FakeLlm(context_window=context_window)
     app = FastAPI(title="Fake LLM (OpenAI-compatible)", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.fake = state
 
@@ -896,7 +1043,11 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
         except ValueError:
             body = None
         received = ReceivedRequest(
-            path=request.url.path, session=session_of(body), headers=dict(request.headers), body=body
+            path=request.url.path,
+            session=session_of(body),
+            headers=dict(request.headers),
+            body=body,
+            prompt_tokens=estimate_prompt_tokens(body),
         )
         state.record(received)
         try:
@@ -908,6 +1059,9 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
                     "valid JSON.)"
                 )
             validate_chat_body(body)
+            # Before a reply is taken: a refused request leaves the session's script as it was, as a real provider
+            # charges nothing for it.
+            state.check_context_window(received.session, received.prompt_tokens)
         except OpenAIError as err:
             return err.response()
 
@@ -953,6 +1107,15 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
         state.clear_scripts(session)
         return {"cleared": session or "all"}
 
+    @app.post("/_fake/context-window")
+    async def post_context_window(window: ContextWindowBody) -> dict[str, Any]:
+        state.set_context_window(window.session, window.tokens)
+        return {"session": window.session, "tokens": state.context_window(window.session)}
+
+    @app.get("/_fake/context-window")
+    async def get_context_window(session: str = DEFAULT_QUEUE) -> dict[str, Any]:
+        return {"session": session, "tokens": state.context_window(session)}
+
     @app.get("/_fake/requests")
     async def get_requests(session: str | None = None) -> list[Any]:
         return state.requests(session)
@@ -960,7 +1123,13 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
     @app.get("/_fake/received")
     async def get_received(session: str | None = None) -> list[dict[str, Any]]:
         return [
-            {"path": r.path, "session": r.session, "headers": r.headers, "body": r.body}
+            {
+                "path": r.path,
+                "session": r.session,
+                "headers": r.headers,
+                "body": r.body,
+                "prompt_tokens": r.prompt_tokens,
+            }
             for r in state.received(session)
         ]
 
@@ -972,18 +1141,48 @@ def create_app(fake: FakeLlm | None = None) -> FastAPI:
     return app
 
 
+# Unpaced streams are written in batches of about this many bytes: one ASGI send (and event-loop turn) per event
+# made a 250,000-delta stream (1.5 MB of arguments in 6-character deltas) take 8-19 s to serve on two cores, batches
+# about 2 s; and several events per read is what a provider's TCP stream looks like to a client anyway.
+_SSE_WRITE_BYTES = 64 * 1024
+
+
 async def _sse(
     reply: FakeReply, body: Mapping[str, Any], session: str, received: ReceivedRequest
 ) -> AsyncIterator[bytes]:
+    """The reply as SSE events, ending with `[DONE]`.
+
+    Paced (`chunk_delay_seconds`), each event is its own write, so a client sees deltas arrive over time; unpaced,
+    events are written in batches of about `_SSE_WRITE_BYTES`. `first_token_at` is set when the write holding the
+    first text delta is handed to the server.
+    """
+    batch: list[bytes] = []
+    batch_bytes = 0
+    batch_has_text = False
     for index, chunk in enumerate(completion_chunks(reply, body, session)):
-        if index and reply.chunk_delay_seconds:
-            await asyncio.sleep(reply.chunk_delay_seconds)
-        if received.first_token_at is None and _has_text(chunk):
-            received.first_token_at = time.time()
-        yield f"data: {json.dumps(chunk)}\n\n".encode()
-        # A real provider's deltas arrive over time; yielding lets a client see them one by one.
-        await asyncio.sleep(0)
-    yield b"data: [DONE]\n\n"
+        event = f"data: {json.dumps(chunk)}\n\n".encode()
+        if reply.chunk_delay_seconds:
+            if index:
+                await asyncio.sleep(reply.chunk_delay_seconds)
+            if received.first_token_at is None and _has_text(chunk):
+                received.first_token_at = time.time()
+            yield event
+            # A real provider's deltas arrive over time; yielding lets a client see them one by one.
+            await asyncio.sleep(0)
+            continue
+        batch.append(event)
+        batch_bytes += len(event)
+        batch_has_text = batch_has_text or (received.first_token_at is None and _has_text(chunk))
+        if batch_bytes >= _SSE_WRITE_BYTES:
+            if batch_has_text and received.first_token_at is None:
+                received.first_token_at = time.time()
+            yield b"".join(batch)
+            batch, batch_bytes, batch_has_text = [], 0, False
+            await asyncio.sleep(0)
+    if batch_has_text and received.first_token_at is None:
+        received.first_token_at = time.time()
+    batch.append(b"data: [DONE]\n\n")
+    yield b"".join(batch)
 
 
 def _has_text(chunk: Mapping[str, Any]) -> bool:
@@ -1010,6 +1209,7 @@ class FakeLlmServer:
         port: Port; 0 picks a free one (see `port`/`base_url` after start).
         api_key: Require this bearer token (see `FakeLlm`).
         internal_api_key: Require this `X-Internal-Auth` value (see `FakeLlm`).
+        context_window: Refuse prompts longer than this many tokens by default (see `FakeLlm`).
         shutdown_timeout: Seconds to let open requests finish on exit before they are cancelled.
     """
 
@@ -1020,9 +1220,10 @@ class FakeLlmServer:
         *,
         api_key: str | None = None,
         internal_api_key: str | None = None,
+        context_window: int | None = None,
         shutdown_timeout: float = 2.0,
     ) -> None:
-        self.fake = FakeLlm(api_key=api_key, internal_api_key=internal_api_key)
+        self.fake = FakeLlm(api_key=api_key, internal_api_key=internal_api_key, context_window=context_window)
         self.app = create_app(self.fake)
         self._server = EmbeddedServer(
             self.app, host, port, lifespan="off", name="fake-llm", shutdown_timeout=shutdown_timeout
@@ -1060,7 +1261,12 @@ class FakeLlmServer:
     def pending(self, session: str | None = None) -> int:
         return self.fake.pending(session)
 
+    def set_context_window(self, session: str, tokens: int | None) -> None:
+        """Limit a session's prompts ("*" for the default); None removes the limit. See `FakeLlm.set_context_window`."""
+        self.fake.set_context_window(session, tokens)
+
     def reset(self) -> None:
+        """Forget scripts and received requests, and restore the constructor's context window."""
         self.fake.reset()
 
     async def start(self) -> None:
@@ -1081,9 +1287,16 @@ class FakeLlmServer:
         await self.stop()
 
 
-def serve(host: str, port: int, *, api_key: str | None = None, internal_api_key: str | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    *,
+    api_key: str | None = None,
+    internal_api_key: str | None = None,
+    context_window: int | None = None,
+) -> None:
     """Serve the fake until interrupted (blocking); what `agent-runtime fake-llm` runs."""
-    app = create_app(FakeLlm(api_key=api_key, internal_api_key=internal_api_key))
+    app = create_app(FakeLlm(api_key=api_key, internal_api_key=internal_api_key, context_window=context_window))
     logger.info("Fake LLM listening on http://%s:%d/v1", host, port)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
@@ -1095,9 +1308,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--api-key", default=None, help="require this bearer token")
     parser.add_argument("--internal-api-key", default=None, help="require this X-Internal-Auth value")
+    parser.add_argument(
+        "--context-window",
+        type=_positive_int,
+        default=None,
+        metavar="TOKENS",
+        help="refuse prompts estimated at more tokens than this, as OpenAI does (context_length_exceeded)",
+    )
     args = parser.parse_args(argv)
-    serve(args.host, args.port, api_key=args.api_key, internal_api_key=args.internal_api_key)
+    serve(
+        args.host,
+        args.port,
+        api_key=args.api_key,
+        internal_api_key=args.internal_api_key,
+        context_window=args.context_window,
+    )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of tokens, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":

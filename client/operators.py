@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import contextvars
 import json
 import re
 import socket
@@ -39,7 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client import inbox as inbox_module
 from client import replay
-from client.connection import connect_client
+from client.connection import connect_client, data_converter, open_content_store
 from client.conversation_client import (
     ApprovalAlreadyResolvedError,
     ConversationClient,
@@ -206,7 +208,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
 def run_operator_command(args: argparse.Namespace) -> int:
     """Run a parsed operator command and return its exit code; errors are reported on stderr."""
     try:
-        return asyncio.run(_COMMANDS[args.command](args))
+        return asyncio.run(_run(args))
     except Exception as err:
         code, message = _exit_for(err)
         if code is None:
@@ -243,10 +245,21 @@ def _exit_for(err: Exception) -> tuple[int | None, str]:
     return None, ""
 
 
+# What a command opened (the content store's connections), closed when the command ends.
+_resources: contextvars.ContextVar[contextlib.AsyncExitStack] = contextvars.ContextVar("operator_resources")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        _resources.set(stack)
+        return await _COMMANDS[args.command](args)
+
+
 async def _connect() -> tuple[Client, ConversationClient]:
     settings = load_settings()
-    client = await connect_client(settings)
-    return client, ConversationClient(client, task_queue=settings.temporal.task_queue)
+    content = await _resources.get().enter_async_context(open_content_store(settings))
+    client = await connect_client(settings, content=content)
+    return client, ConversationClient(client, task_queue=settings.temporal.task_queue, content=content)
 
 
 # --- approvals ---
@@ -380,7 +393,8 @@ async def _replay(args: argparse.Namespace) -> int:
         else:
             items = replay.query_histories(client, args.query or replay.DEFAULT_QUERY, limit=args.limit)
     counts = dict.fromkeys(Verdict, 0)
-    async for report in replay.replay_histories(items, workflows=replay.WORKFLOWS):
+    content = await _resources.get().enter_async_context(open_content_store(load_settings()))
+    async for report in replay.replay_histories(items, workflows=replay.WORKFLOWS, converter=data_converter(content)):
         counts[report.verdict] += 1
         where = f"  ({report.source})" if report.source != "server" else ""
         detail = f"  {report.detail}" if report.detail else ""

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from client.inbox import InboxEntry, SessionSummary
+from workflows.content import text_or_preview
 from workflows.model import ChatMessage, SessionState, workflow_id_for
 from workflows.observability import summarize_arguments
 
@@ -88,7 +89,7 @@ def render_session(state: SessionState, history: Sequence[ChatMessage], *, now: 
         who = message.role + (f" [{message.agent.value}]" if message.agent else "")
         if message.role == "tool":
             who += f" {message.tool_call_id}"
-        text = _clip(message.content, full) if message.content else ""
+        text = _clip(text_or_preview(message.content), full) if message.content else ""
         lines.append(f"  #{index} {who}: {text}".rstrip())
         for call in message.tool_calls:
             lines.append(f"       → {call.name}({summarize_arguments(call.arguments)})  {call.id}")

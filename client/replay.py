@@ -21,6 +21,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
@@ -156,18 +157,23 @@ async def file_histories(paths: Iterable[Path], *, workflow_id: str | None = Non
 
 
 async def replay_histories(
-    items: AsyncIterator[HistoryItem], *, workflows: Sequence[type] = WORKFLOWS
+    items: AsyncIterator[HistoryItem],
+    *,
+    workflows: Sequence[type] = WORKFLOWS,
+    converter: DataConverter = pydantic_data_converter,
 ) -> AsyncIterator[ReplayReport]:
     """Replay histories against workflow code, one report per history, in order.
 
     Args:
         items: Histories with their source, or failures to load one.
         workflows: The workflow classes to replay against; the current `ConversationWorkflow` by default.
+        converter: The workers' data converter; with the content store, payloads stored externally are read from it
+            (the store is only contacted for histories that have such payloads).
 
     Yields:
         One report per item.
     """
-    replayer = Replayer(workflows=list(workflows), data_converter=pydantic_data_converter, runtime=_quiet_runtime())
+    replayer = Replayer(workflows=list(workflows), data_converter=converter, runtime=_quiet_runtime())
     sources: dict[int, str] = {}
     failures: list[ReplayReport] = []
 

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.persistence import apply_migrations, close_pool, create_pool
+from activities.postgres import apply_migrations, close_pool, create_pool
+from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
 from client.database import EmbeddedPostgres
 from client.devstack import DevServer, start_dev_server, start_time_skipping_server
 from client.fake_llm import FakeLlmServer
-from settings import Settings, TemporalSettings
+from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session
 from worker import running_worker
 
@@ -55,10 +56,20 @@ async def fake_llm() -> AsyncIterator[FakeLlmServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def content_dir() -> Iterator[Path]:
+    """The file content store of the test run (large content by reference, archived transcripts)."""
+    folder = Path(tempfile.mkdtemp(prefix="agent-runtime-content-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 RuntimeFactory = Callable[..., contextlib.AbstractAsyncContextManager[ConversationClient]]
 
 
-def _runtime_factory(client: Client, fake_llm: FakeLlmServer) -> RuntimeFactory:
+def _runtime_factory(client: Client, fake_llm: FakeLlmServer, content_dir: Path) -> RuntimeFactory:
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[ConversationClient]:
         task_queue = overrides.pop("task_queue", None) or f"test-{uuid.uuid4().hex[:8]}"
@@ -66,25 +77,31 @@ def _runtime_factory(client: Client, fake_llm: FakeLlmServer) -> RuntimeFactory:
             llm_proxy_url=fake_llm.base_url,
             temporal=TemporalSettings(task_queue=task_queue),
             llm_max_attempts=overrides.pop("llm_max_attempts", 2),
+            content=overrides.pop("content", None) or ContentSettings(path=content_dir),
             **overrides,
         )
-        async with running_worker(client, settings):
-            yield ConversationClient(client, task_queue=task_queue, config=settings.conversation_config())
+        async with open_content_store(settings) as content, running_worker(client, settings, content):
+            yield ConversationClient(
+                with_content_store(client, content),
+                task_queue=task_queue,
+                config=settings.conversation_config(),
+                content=content,
+            )
 
     return start
 
 
 @pytest.fixture
-def runtime_with(temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer) -> RuntimeFactory:
+def runtime_with(temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer, content_dir: Path) -> RuntimeFactory:
     """A worker on the time-skipping server with settings overridden by keyword (a fresh task queue unless
     `task_queue=` is given), yielding the gateway's client."""
-    return _runtime_factory(temporal_env.client, fake_llm)
+    return _runtime_factory(temporal_env.client, fake_llm, content_dir)
 
 
 @pytest.fixture
-def dev_runtime_with(dev_server: DevServer, fake_llm: FakeLlmServer) -> RuntimeFactory:
+def dev_runtime_with(dev_server: DevServer, fake_llm: FakeLlmServer, content_dir: Path) -> RuntimeFactory:
     """The same on the dev server: for restarts (same `task_queue=`, new worker) and visibility."""
-    return _runtime_factory(dev_server.client, fake_llm)
+    return _runtime_factory(dev_server.client, fake_llm, content_dir)
 
 
 @pytest.fixture

@@ -11,7 +11,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
+import client.fake_llm
+from client.fake_llm import (
+    FakeLlmServer,
+    FakeReply,
+    FakeToolCall,
+    FakeUsage,
+    create_app,
+    estimate_prompt_tokens,
+)
 from workflows.model import AgentType
 from workflows.routing import CLASSIFICATION_SYSTEM_PROMPT, classification_prompt
 
@@ -353,6 +361,148 @@ async def test_raw_body_is_sent_verbatim(http: httpx.AsyncClient, server: FakeLl
     assert response.text == "<html>bad gateway</html>"
 
 
+# --- Context window ---
+
+
+def context_error(window: int, tokens: int) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+            f"{tokens} tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+
+
+async def test_a_prompt_over_the_context_window_gets_openais_error(
+    http: httpx.AsyncClient, server: FakeLlmServer
+) -> None:
+    payload = body([{"role": "system", "content": "You are a coder."}, user("a long request " * 100)])
+    tokens = estimate_prompt_tokens(payload)
+    server.set_context_window("*", tokens - 1)
+    refused = await chat(http, payload)
+    assert refused.status_code == 400
+    assert refused.json() == context_error(tokens - 1, tokens)
+    # A prompt exactly as long as the window fits, as does anything shorter.
+    server.set_context_window("*", tokens)
+    assert reply_message(await chat(http, payload))["role"] == "assistant"
+    assert reply_message(await chat(http, body([user("short")])))["role"] == "assistant"
+
+
+async def test_streamed_requests_are_refused_before_streaming(http: httpx.AsyncClient, server: FakeLlmServer) -> None:
+    payload = body([user("x" * 400)], stream=True)
+    server.set_context_window("s1", 50)
+    response = await chat(http, payload)
+    assert response.status_code == 400
+    assert response.json() == context_error(50, estimate_prompt_tokens(payload))
+
+
+async def test_context_window_per_session_overrides_the_default() -> None:
+    long_prompt = [user("y" * 2000)]  # 500 + 4 tokens
+    async with FakeLlmServer(context_window=300) as server, httpx.AsyncClient(base_url=server.base_url) as client:
+        assert (await chat(client, body(long_prompt, session="s1"))).status_code == 400
+        widened = await client.post("/_fake/context-window", json={"session": "s1", "tokens": 1000})
+        assert widened.json() == {"session": "s1", "tokens": 1000}
+        assert (await chat(client, body(long_prompt, session="s1"))).status_code == 200
+        # Other sessions, and requests without a session, still get the default.
+        assert (await chat(client, body(long_prompt, session="s2"))).json() == context_error(300, 504)
+        assert (await chat(client, body(long_prompt, session=None))).status_code == 400
+
+        # A session window may also be narrower than the default.
+        server.set_context_window("s2", 10)
+        assert (await chat(client, body([user("z" * 100)], session="s2"))).json() == context_error(10, 29)
+        assert (await chat(client, body([user("z" * 100)], session="s3"))).status_code == 200
+
+        # Null removes a session's window (back to the default); on "*" it removes the default.
+        await client.post("/_fake/context-window", json={"session": "s1", "tokens": None})
+        assert (await client.get("/_fake/context-window", params={"session": "s1"})).json()["tokens"] == 300
+        assert (await chat(client, body(long_prompt, session="s1"))).status_code == 400
+        cleared = await client.post("/_fake/context-window", json={"session": "*", "tokens": None})
+        assert cleared.json() == {"session": "*", "tokens": None}
+        assert (await chat(client, body(long_prompt, session="s1"))).status_code == 200
+
+        # reset() restores the constructor's default and drops the overrides.
+        server.reset()
+        assert server.fake.context_window("*") == 300
+        assert server.fake.context_window("s2") == 300
+
+        for bad in ({"session": "s1", "tokens": 0}, {"session": "s1"}, {"session": "s1", "tokens": 5, "window": 5}):
+            assert (await client.post("/_fake/context-window", json=bad)).status_code == 422
+    with pytest.raises(ValueError, match="positive"):
+        server.set_context_window("s1", 0)
+
+
+async def test_a_refused_request_keeps_the_script_and_is_recorded(
+    http: httpx.AsyncClient, server: FakeLlmServer
+) -> None:
+    server.script("s1", [FakeReply(content="scripted")])
+    payload = body([user("w" * 1000)])
+    server.set_context_window("s1", 100)
+    assert (await chat(http, payload)).status_code == 400
+    assert server.pending("s1") == 1
+    (refused,) = server.received("s1")
+    assert refused.prompt_tokens == estimate_prompt_tokens(payload) == 254
+
+    server.set_context_window("s1", 1000)
+    assert reply_message(await chat(http, payload))["content"] == "scripted"
+    assert server.pending("s1") == 0
+    received = (await http.get("/_fake/received", params={"session": "s1"})).json()
+    assert [r["prompt_tokens"] for r in received] == [254, 254]
+
+
+def test_prompt_token_estimate_is_documented_and_monotonic() -> None:
+    # ceil(bytes / 4) + 4 per message; content is counted in UTF-8 bytes.
+    assert estimate_prompt_tokens(body([user("x" * 40)])) == 10 + 4
+    assert estimate_prompt_tokens(body([user("é" * 40)])) == 20 + 4
+    assert estimate_prompt_tokens(body([user("x")])) == 1 + 4
+    assert estimate_prompt_tokens(None) == 0
+    assert estimate_prompt_tokens({"messages": "not a list"}) == 0
+
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a coder."}]
+    previous = estimate_prompt_tokens(body(messages))
+    growth = [
+        user("please run the tests"),
+        {"role": "user", "content": [{"type": "text", "text": "and this part too"}]},
+        calls("call_a", content="Running."),
+        result("call_a", "12 passed"),
+        {"role": "assistant", "content": ""},
+        user("é" * 1000),
+    ]
+    for message in growth:
+        messages.append(message)
+        current = estimate_prompt_tokens(body(messages))
+        assert current > previous, message
+        previous = current
+    # Longer content never counts less.
+    counts = [estimate_prompt_tokens(body([user("a" * n)])) for n in range(200)]
+    assert counts == sorted(counts)
+    # Tool calls count their name and arguments; tools count their JSON.
+    small = [user("go"), calls("call_a"), result("call_a")]
+    large = [user("go"), {"role": "assistant", "content": None, "tool_calls": [call("call_a", arguments="{}" * 50)]}]
+    assert estimate_prompt_tokens(body([*large, result("call_a")])) > estimate_prompt_tokens(body(small))
+    assert estimate_prompt_tokens(body(small, tools=[EXEC_TOOL])) > estimate_prompt_tokens(body(small))
+
+
+def test_context_window_is_configurable_at_construction_and_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert create_app(context_window=42).state.fake.context_window("any") == 42
+    assert create_app().state.fake.context_window("any") is None
+    with pytest.raises(ValueError):
+        FakeLlmServer(context_window=0)
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(client.fake_llm, "serve", lambda host, port, **options: served.append(options))
+    assert client.fake_llm.main(["--port", "0", "--context-window", "8192"]) == 0
+    assert served[-1]["context_window"] == 8192
+    assert client.fake_llm.main([]) == 0
+    assert served[-1]["context_window"] is None
+    with pytest.raises(SystemExit):
+        client.fake_llm.main(["--context-window", "0"])
+
+
 # --- Default brain ---
 
 
@@ -467,6 +617,90 @@ async def test_streaming_sends_content_and_tool_call_deltas(http: httpx.AsyncCli
     usage_chunk = chunks[-1]
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"] == {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
+
+
+def tool_call_fragments(chunks: list[Any]) -> dict[int, list[str]]:
+    """Each streamed tool call's argument fragments, by index."""
+    fragments: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for delta in chunk["choices"][0]["delta"].get("tool_calls", []) if chunk["choices"] else []:
+            pieces = fragments.setdefault(delta["index"], [])
+            if delta["function"].get("arguments"):
+                pieces.append(delta["function"]["arguments"])
+    return fragments
+
+
+async def test_delta_chars_stream_content_and_arguments_in_pieces_of_that_size(
+    http: httpx.AsyncClient, server: FakeLlmServer
+) -> None:
+    arguments = {"path": "src/app.py", "content": "print('héllo, wörld')\n" * 7}
+    server.script(
+        "s1",
+        [
+            FakeReply(
+                content="Writing the file now.",
+                tool_calls=[
+                    FakeToolCall(id="call_1", name="write_file", arguments=arguments),
+                    FakeToolCall(id="call_2", name="execute_command", arguments='{"command": "python src/app.py"}'),
+                    FakeToolCall(id="call_3", name="read_file", arguments={"path": "a"}, arguments_format="object"),
+                ],
+                content_delta_chars=4,
+                argument_delta_chars=6,
+            )
+        ],
+    )
+    chunks = (await stream_events(http, body([user("go")], stream=True)))[:-1]
+
+    content = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert "".join(content) == "Writing the file now."
+    assert [len(piece) for piece in content] == [4] * 5 + [1]
+
+    fragments = tool_call_fragments(chunks)
+    expected = [
+        json.dumps(arguments, ensure_ascii=False),
+        '{"command": "python src/app.py"}',
+        json.dumps({"path": "a"}),
+    ]
+    assert sorted(fragments) == [0, 1, 2]
+    for index, whole in enumerate(expected):
+        pieces = fragments[index]
+        assert "".join(pieces) == whole  # the exact JSON text, not merely an equivalent one
+        assert all(len(piece) == 6 for piece in pieces[:-1])
+        assert 1 <= len(pieces[-1]) <= 6
+        assert len(pieces) == -(-len(whole) // 6)
+
+
+async def test_a_large_argument_streams_in_small_deltas(http: httpx.AsyncClient, server: FakeLlmServer) -> None:
+    # 1.5 MB of file content in 6-character deltas, as a provider streams a big write_file: 250,000 chunks.
+    big_content = "".join(f"line {n:07d}: some generated text\n" for n in range(50_000))[:1_500_000]
+    arguments = json.dumps({"path": "big.txt", "content": big_content})
+    server.script(
+        "s1",
+        [
+            FakeReply(
+                tool_calls=[FakeToolCall(id="call_big", name="write_file", arguments=arguments)], argument_delta_chars=6
+            )
+        ],
+    )
+    started = time.monotonic()
+    pieces: list[str] = []
+    events = 0
+    async with http.stream("POST", "/v1/chat/completions", json=body([user("go")], stream=True)) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            events += 1
+            for delta in json.loads(line[len("data: ") :])["choices"][0]["delta"].get("tool_calls", []):
+                if delta["function"].get("arguments"):
+                    pieces.append(delta["function"]["arguments"])
+    elapsed = time.monotonic() - started
+    assert "".join(pieces) == arguments
+    assert json.loads("".join(pieces))["content"] == big_content
+    assert len(pieces) == -(-len(arguments) // 6)
+    assert events == len(pieces) + 3  # role, tool-call header, finish
+    # About 5 s here on two cores (most of it this client's parsing); one write per event took several times that.
+    assert elapsed < 60, elapsed
 
 
 async def test_streaming_without_include_usage_has_no_usage_chunk(http: httpx.AsyncClient) -> None:

@@ -18,7 +18,9 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.content import ContentStore
 from activities.llm import LlmActivities, StreamAccumulator, parse_completion
+from activities.payload_drivers import FilePayloadDriver
 from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
 from workflows.model import (
     LLM_BAD_RESPONSE_ERROR,
@@ -55,10 +57,15 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ContentStore:
+    return ContentStore(FilePayloadDriver(tmp_path_factory.mktemp("content")))
+
+
 @pytest.fixture
-def llm(server: FakeLlmServer, http_client: httpx.AsyncClient) -> LlmActivities:
+def llm(server: FakeLlmServer, http_client: httpx.AsyncClient, store: ContentStore) -> LlmActivities:
     server.reset()
-    return LlmActivities(http_client, chat_completions_url=server.chat_completions_url)
+    return LlmActivities(http_client, content=store, chat_completions_url=server.chat_completions_url)
 
 
 def request(*messages: ChatMessage, tools: list[ToolSpec] | None = None, **extra: Any) -> LlmRequest:
@@ -157,10 +164,16 @@ async def test_no_tools_means_no_tools_key_and_no_temperature_when_unset(
     assert "temperature" not in sent
 
 
-async def test_auth_headers_are_sent(server: FakeLlmServer, http_client: httpx.AsyncClient) -> None:
+async def test_auth_headers_are_sent(
+    server: FakeLlmServer, http_client: httpx.AsyncClient, store: ContentStore
+) -> None:
     server.reset()
     llm = LlmActivities(
-        http_client, chat_completions_url=server.chat_completions_url, api_key=API_KEY, internal_api_key=INTERNAL_KEY
+        http_client,
+        content=store,
+        chat_completions_url=server.chat_completions_url,
+        api_key=API_KEY,
+        internal_api_key=INTERNAL_KEY,
     )
     await run(llm, request(user("hi")))
     (seen,) = server.received(SESSION)
@@ -175,17 +188,22 @@ async def test_no_auth_headers_without_keys(llm: LlmActivities, server: FakeLlmS
     assert "x-internal-auth" not in seen.headers
 
 
-async def test_a_provider_that_requires_keys_accepts_the_activity(http_client: httpx.AsyncClient) -> None:
+async def test_a_provider_that_requires_keys_accepts_the_activity(
+    http_client: httpx.AsyncClient, store: ContentStore
+) -> None:
     async with FakeLlmServer(api_key=API_KEY, internal_api_key=INTERNAL_KEY) as strict:
         strict.script(SESSION, [FakeReply(content="authorised")])
         good = LlmActivities(
             http_client,
+            content=store,
             chat_completions_url=strict.chat_completions_url,
             api_key=API_KEY,
             internal_api_key=INTERNAL_KEY,
         )
         assert (await run(good, request(user("hi")))).content == "authorised"
-        wrong = LlmActivities(http_client, chat_completions_url=strict.chat_completions_url, api_key="sk-wrong")
+        wrong = LlmActivities(
+            http_client, content=store, chat_completions_url=strict.chat_completions_url, api_key="sk-wrong"
+        )
         error = await failure(wrong, request(user("hi")))
         assert error.type == LLM_REQUEST_REJECTED_ERROR
         assert error.non_retryable
@@ -243,8 +261,12 @@ async def test_tool_call_arguments_as_string_object_or_garbage(
         "c_bad": {},
         "c_list": {},
     }
+    problems = {call.id: call.invalid_arguments for call in reply.tool_calls}
+    assert problems["c_str"] is None and problems["c_obj"] is None
+    assert "not valid JSON" in (problems["c_bad"] or "")
+    assert problems["c_list"] == "the arguments must be a JSON object, not an array"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("'c'" in w and "{not json" in w for w in warnings)
+    assert any("'c'" in w and "not valid JSON" in w for w in warnings)
 
 
 async def test_missing_usage_counts_as_zero(llm: LlmActivities, server: FakeLlmServer) -> None:
@@ -328,7 +350,7 @@ async def test_timeout_is_retryable_unavailable(llm: LlmActivities, server: Fake
     assert "timed out" in error.message
 
 
-async def test_a_provider_that_drips_bytes_still_times_out(http_client: httpx.AsyncClient) -> None:
+async def test_a_provider_that_drips_bytes_still_times_out(http_client: httpx.AsyncClient, store: ContentStore) -> None:
     # Each byte arrives well within httpx's per-read timeout; only a deadline on the whole exchange stops it.
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -343,7 +365,9 @@ async def test_a_provider_that_drips_bytes_still_times_out(http_client: httpx.As
     dripper = await asyncio.start_server(drip, "127.0.0.1", 0)
     port = dripper.sockets[0].getsockname()[1]
     try:
-        llm = LlmActivities(http_client, chat_completions_url=f"http://127.0.0.1:{port}/v1/chat/completions")
+        llm = LlmActivities(
+            http_client, content=store, chat_completions_url=f"http://127.0.0.1:{port}/v1/chat/completions"
+        )
         started = time.monotonic()
         error = await failure(llm, request(user("hi"), timeout_seconds=0.5))
         assert time.monotonic() - started < 2
@@ -353,11 +377,13 @@ async def test_a_provider_that_drips_bytes_still_times_out(http_client: httpx.As
     assert not error.non_retryable
 
 
-async def test_connection_refused_is_retryable_unavailable(http_client: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_retryable_unavailable(http_client: httpx.AsyncClient, store: ContentStore) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
-        llm = LlmActivities(http_client, chat_completions_url=f"http://127.0.0.1:{port}/v1/chat/completions")
+        llm = LlmActivities(
+            http_client, content=store, chat_completions_url=f"http://127.0.0.1:{port}/v1/chat/completions"
+        )
         error = await failure(llm, request(user("hi"), timeout_seconds=5))
     assert error.type == LLM_UNAVAILABLE_ERROR
     assert not error.non_retryable
@@ -379,10 +405,16 @@ async def test_unusable_bodies_are_retryable_bad_responses(llm: LlmActivities, s
     assert not error.non_retryable
 
 
-async def test_error_messages_never_contain_the_keys(server: FakeLlmServer, http_client: httpx.AsyncClient) -> None:
+async def test_error_messages_never_contain_the_keys(
+    server: FakeLlmServer, http_client: httpx.AsyncClient, store: ContentStore
+) -> None:
     server.reset()
     llm = LlmActivities(
-        http_client, chat_completions_url=server.chat_completions_url, api_key=API_KEY, internal_api_key=INTERNAL_KEY
+        http_client,
+        content=store,
+        chat_completions_url=server.chat_completions_url,
+        api_key=API_KEY,
+        internal_api_key=INTERNAL_KEY,
     )
     # A provider that echoes the refused credentials back.
     server.script(

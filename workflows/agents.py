@@ -11,8 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from workflows.arguments import argument_problems, describe_problems
+from workflows.content import compact_refs
 from workflows.model import AgentType, ToolCall, ToolSpec
-from workflows.tools import CATALOGUE, missing_required_arguments
+from workflows.tools import CATALOGUE
 
 
 class Agent(BaseModel):
@@ -157,16 +159,24 @@ _FRIENDLY_REFUSALS = {
 
 
 def check_tool_call(agent: Agent, call: ToolCall) -> str | None:
-    """Why this agent may not make this call, or None if it may."""
+    """Why this agent may not make this call, or None if it may.
+
+    Whatever the model wrote is untrusted: an unknown tool, unreadable arguments or arguments that do not match the
+    tool's schema (wrong types, a missing field, a value out of range) are refused here with a reason the model can
+    act on, before any runtime code reads the arguments.
+    """
     if call.name not in CATALOGUE:
-        return f"Unknown tool '{call.name}'"
+        return f"Unknown tool '{call.name[:100]}'"
     if call.name not in agent.allowed_tools:
         return _FRIENDLY_REFUSALS.get(
             (agent.type, call.name), f"Tool '{call.name}' is not allowed for {agent.name} agent"
         )
-    missing = missing_required_arguments(CATALOGUE[call.name], call.arguments)
-    if missing:
-        return f"Missing required argument(s) for {call.name}: {', '.join(missing)}"
+    if call.invalid_arguments is not None:
+        return f"Invalid arguments for {call.name}: {call.invalid_arguments}. Call the tool again with a JSON object."
+    # A value stored by reference stands for a string (what the schema checks is its type, not its content).
+    problems = argument_problems(CATALOGUE[call.name].spec.parameters, compact_refs(call.arguments))
+    if problems:
+        return describe_problems(call.name, problems)
     if call.name == "write_file" and agent.write_path_patterns:
         path = str(call.arguments.get("path", ""))
         if not any(re.fullmatch(p, path) for p in agent.write_path_patterns):

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,17 +32,27 @@ with workflow.unsafe.imports_passed_through():
     from workflows import tool_messages
     from workflows.agents import AGENTS, Agent, available_agents, check_tool_call
     from workflows.calculator import CalculatorError, calculate
+    from workflows.content import (
+        RAW_INPUT_LIMIT,
+        Content,
+        clip_tool_result,
+        clip_user_message,
+        is_blank,
+        marker_ref,
+        preview_of,
+        text_or_preview,
+    )
     from workflows.history import ConversationHistory, unique_call_ids
-    from workflows.ledger import CallLedger, invalid_input
-    from workflows.llm_calls import LlmCalls, error_text
+    from workflows.ledger import CallLedger, RecentIds, invalid_input, too_large_inline
+    from workflows.llm_calls import LlmCalls, error_text, learned_window
     from workflows.metrics import SessionMetrics
     from workflows.model import (
         APPROVALS_QUERY,
+        ARCHIVE_TRANSCRIPT_ACTIVITY,
         CANCEL_TURN_SIGNAL,
         CANCEL_TURN_UPDATE,
         CONVERSATION_WORKFLOW,
         EVENTS_TOPIC,
-        HISTORY_QUERY,
         HITL_DECISION_SIGNAL,
         HITL_DECISION_UPDATE,
         PENDING_APPROVALS_QUERY,
@@ -52,11 +63,13 @@ with workflow.unsafe.imports_passed_through():
         SWITCH_AGENT_UPDATE,
         TOOL_RESULT_SIGNAL,
         TOOL_RESULT_UPDATE,
+        TRANSCRIPT_QUERY,
         USER_MESSAGE_SIGNAL,
         USER_MESSAGE_UPDATE,
         AgentSwitchRecord,
         AgentType,
         ApprovalStatus,
+        ArchiveTranscriptInput,
         CallStatus,
         CancelTurn,
         CarriedState,
@@ -81,6 +94,8 @@ with workflow.unsafe.imports_passed_through():
         SwitchAgent,
         ToolCall,
         ToolResult,
+        TranscriptArchive,
+        TranscriptView,
         UserMessage,
     )
     from workflows.observability import current_details, fingerprint, search_attribute_updates
@@ -96,10 +111,33 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.tools import CATALOGUE, Executor
 
-# Event log entries kept across continue-as-new; older offsets are served from the retained base.
 CANCELLABLE_TURNS_PATCH = "cancellable-turns"
-EVENTS_KEPT_ON_CONTINUE = 500
-MESSAGE_IDS_KEPT_ON_CONTINUE = 1000
+# Sessions started before the transcript was archived at continue-as-new carry their whole history (and replay so).
+TRANSCRIPT_ARCHIVE_PATCH = "transcript-archive"
+
+# --- Bounds: what one run holds and carries over continue-as-new, whatever the session's length ---
+# Continue-as-new once this run's messages add this much (characters) to workflow state: every LLM call sends them,
+# so this also bounds the LLM activity's input.
+HISTORY_SIZE_LIMIT = 96 * 1024
+# Of those, the newest turns that stay in the next run (the rest is archived in the content store).
+HISTORY_SIZE_KEPT = 24 * 1024
+# Event log entries kept across continue-as-new (older offsets are answered from the retained base), and their size.
+EVENTS_KEPT_ON_CONTINUE = 200
+EVENTS_SIZE_KEPT_ON_CONTINUE = 128 * 1024
+# The newest message ids remembered for deduplication (older repeats would run again: days of conversation back).
+MESSAGE_IDS_KEPT = 1000
+# Settled approvals carried so that late repeats are recognised; pending ones are always carried.
+SETTLED_APPROVALS_KEPT = 200
+# The newest agent switches and plans carried (the projection keeps them all).
+SWITCHES_KEPT = 50
+PLANS_KEPT = 10
+# Inputs waiting behind the current turn; more are refused (update) or dropped (signal) with a clear reason.
+QUEUED_INPUTS_LIMIT = 50
+# Tool calls handled from one answer; the rest are closed with an error result at once (a model emitting dozens of
+# calls in a loop must not tie a turn up for hours of approvals).
+CALLS_PER_ANSWER_LIMIT = 32
+ARCHIVE_TIMEOUT = timedelta(seconds=30)
+ARCHIVE_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(milliseconds=500))
 
 P = TypeVar("P")
 
@@ -115,11 +153,17 @@ class ConversationWorkflow:
         self._config = input.config
         self._policy = input.config.approval_policy or DEFAULT_APPROVAL_POLICY
         self._agents = available_agents(input.config.multi_agent_mode)
-        self._history = ConversationHistory(carried.history)
+        self._history = ConversationHistory(
+            carried.history, first_seq=carried.first_seq, answered=carried.answered_call_ids
+        )
+        self._transcript: TranscriptArchive | None = carried.transcript
+        self._title_text = carried.title
+        self._context_tokens = carried.context_tokens or input.config.llm_context_tokens
         self._ledger = CallLedger(self._history, carried.approvals)
         self._agent = carried.current_agent
         self._switches = list(carried.switches)
-        self._seen_message_ids = set(carried.seen_message_ids)
+        self._switch_count = max(carried.switch_count, len(self._switches))
+        self._seen_message_ids = RecentIds(carried.seen_message_ids, MESSAGE_IDS_KEPT)
         self._inbox: deque[UserMessage | SwitchAgent] = deque(carried.queued_inputs)
         self._counters = carried.counters
         self._created_at = carried.created_at
@@ -131,7 +175,7 @@ class ConversationWorkflow:
         self._stream = WorkflowStream(input.stream_state)
         self._events = self._stream.topic(EVENTS_TOPIC, type=StreamChunk)
         self._plans: list[Plan] = list(carried.plans)
-        self._projection = Projection(input.session_id, carried.unprojected)
+        self._projection = Projection(input.session_id, carried.unprojected, counters=self._counters)
         self._cancel_request: CancelTurn | None = None
         self._answer_started_at = workflow.now()
         self._published_attributes: tuple[tuple[str, str], ...] = ()
@@ -146,6 +190,7 @@ class ConversationWorkflow:
                 self._project_session()
         # Sessions started before turns could be cancelled replay the way they ran: awaited directly.
         cancellable = workflow.patched(CANCELLABLE_TURNS_PATCH)
+        self._archives_transcript = workflow.patched(TRANSCRIPT_ARCHIVE_PATCH)
         while True:
             await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
             if self._should_continue_as_new():
@@ -169,34 +214,27 @@ class ConversationWorkflow:
             self._on_switch_request(item)
 
     async def _run_cancellable(self, item: UserMessage | SwitchAgent) -> None:
-        """Run one input as a task that a `cancel_turn` can stop wherever it waits (LLM call, approval, IDE)."""
+        """Run one input as a task that a `cancel_turn` can stop wherever it waits (LLM call, approval, IDE).
+
+        A bug that escapes the turn ends the turn, not the session: the turn's open calls are closed with an error
+        result, an `error` event tells the client, and the next input is handled as usual. (A bug outside a turn
+        fails the workflow task instead, which Temporal retries: deploying a fix then resumes the session where it
+        stopped. No exception type fails the workflow itself: a failed workflow is a session lost for good.)
+        """
         self._cancel_request = None
         turn = asyncio.create_task(self._process(item))
         await workflow.wait_condition(lambda: turn.done() or self._cancel_request is not None)
         if turn.done():
-            turn.result()  # re-raise a bug as a workflow task failure, never swallow it
+            error = turn.exception()
+            if error is not None:
+                self._fail_turn(error)
             return
         turn.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await turn
         request, self._cancel_request = self._cancel_request, None
-        self._close_cancelled_turn(request.reason if request else None)
-
-    def _close_cancelled_turn(self, reason: str | None) -> None:
-        """Close everything the cancelled turn left open, so pairing holds and nothing waits any more."""
-        for call in self._history.open_calls:
-            approval = self._ledger.approvals.get(call.id)
-            if approval is not None and approval.status is ApprovalStatus.PENDING:
-                self._settle(approval, ApprovalStatus.CANCELLED, decided_by="cancel_turn", feedback=reason)
-            self._ledger.decisions.pop(call.id, None)
-            self._close_call(call, tool_messages.cancelled(reason), outcome="cancelled")
-        for plan in self._plans:
-            if plan.status in (PlanStatus.PENDING_APPROVAL, PlanStatus.IN_PROGRESS):
-                for subtask in plan.subtasks:
-                    if subtask.status in (SubtaskStatus.PENDING, SubtaskStatus.IN_PROGRESS):
-                        subtask.status, subtask.error = SubtaskStatus.FAILED, "cancelled"
-                self._update_plan(plan, PlanStatus.CANCELLED)
-        self._outstanding.clear()
+        reason = request.reason if request else None
+        self._close_open_turn(tool_messages.cancelled(reason), "cancelled", decided_by="cancel_turn", feedback=reason)
         self._emit(
             ChunkType.STATUS,
             content="The turn was cancelled",
@@ -204,11 +242,43 @@ class ConversationWorkflow:
             is_final=True,
         )
 
+    def _fail_turn(self, error: BaseException) -> None:
+        workflow.logger.error("The turn failed with %s: %s", type(error).__name__, error, exc_info=error)
+        text = f"{type(error).__name__}: {str(error)[:300]}"
+        self._counters.turn_failures += 1
+        self._close_open_turn(tool_messages.turn_failed(text), "failed", decided_by="turn_failed", feedback=text)
+        self._emit(
+            ChunkType.ERROR,
+            content=f"The turn failed inside the runtime ({text}); the session goes on with your next message.",
+            error=text,
+            metadata={"code": "turn_failed"},
+            is_final=True,
+        )
+
+    def _close_open_turn(self, tool_text: str, outcome: str, *, decided_by: str, feedback: str | None) -> None:
+        """Close everything a stopped turn left open, so pairing holds and nothing waits any more."""
+        for call in self._history.open_calls:
+            approval = self._ledger.approvals.get(call.id)
+            if approval is not None and approval.status is ApprovalStatus.PENDING:
+                self._settle(approval, ApprovalStatus.CANCELLED, decided_by=decided_by, feedback=feedback)
+            self._ledger.decisions.pop(call.id, None)
+            self._close_call(call, tool_text, outcome=outcome)
+        for plan in self._plans:
+            if plan.status in (PlanStatus.PENDING_APPROVAL, PlanStatus.IN_PROGRESS):
+                for subtask in plan.subtasks:
+                    if subtask.status in (SubtaskStatus.PENDING, SubtaskStatus.IN_PROGRESS):
+                        subtask.status, subtask.error = SubtaskStatus.FAILED, outcome
+                self._update_plan(plan, PlanStatus.CANCELLED if outcome == "cancelled" else PlanStatus.FAILED)
+        self._outstanding.clear()
+
     # --- inputs: each is a signal (fire and forget) and an update (validated, answered) over one code path ---
+
+    # A signal cannot be refused, so an oversized inline input (from a caller that bypasses the client, which stores
+    # large content by reference) is cut with a visible marker there; the update refuses it with a clear error.
 
     @workflow.signal(name=USER_MESSAGE_SIGNAL)
     def user_message(self, message: UserMessage) -> None:
-        self._record_quietly(self._check_user_message, self._accept_user_message, message)
+        self._record_quietly(self._check_user_message, self._accept_user_message, clip_user_message(message))
 
     @workflow.update(name=USER_MESSAGE_UPDATE)
     def submit_user_message(self, message: UserMessage) -> InputReceipt:
@@ -220,7 +290,7 @@ class ConversationWorkflow:
 
     @workflow.signal(name=TOOL_RESULT_SIGNAL)
     def tool_result(self, result: ToolResult) -> None:
-        self._record_quietly(self._ledger.check_tool_result, self._ledger.accept_tool_result, result)
+        self._record_quietly(self._ledger.check_tool_result, self._ledger.accept_tool_result, clip_tool_result(result))
 
     @workflow.update(name=TOOL_RESULT_UPDATE)
     def submit_tool_result(self, result: ToolResult) -> InputReceipt:
@@ -311,9 +381,12 @@ class ConversationWorkflow:
             for call in self._history.open_calls
         ]
 
-    @workflow.query(name=HISTORY_QUERY)
-    def history(self) -> list[ChatMessage]:
-        return self._history.messages
+    @workflow.query(name=TRANSCRIPT_QUERY)
+    def transcript(self) -> TranscriptView:
+        """The conversation: this run's messages, and the archived rest (the client reads it from the content store)."""
+        return TranscriptView(
+            archive=self._transcript, first_seq=self._history.first_seq, messages=self._history.messages
+        )
 
     @workflow.query(name=PENDING_APPROVALS_QUERY)
     def pending_approvals(self) -> list[PendingApproval]:
@@ -335,10 +408,20 @@ class ConversationWorkflow:
         accept(payload)
 
     def _check_user_message(self, message: UserMessage) -> None:
-        if not message.content.strip() and message.agent_type is None:
+        if is_blank(message.content) and message.agent_type is None:
             raise invalid_input("a user message needs content or an agent_type")
+        if isinstance(message.content, str) and len(message.content) > RAW_INPUT_LIMIT:
+            raise too_large_inline("the user message", len(message.content))
         if message.agent_type is not None:
             self._check_agent_available(message.agent_type)
+        self._check_room_in_queue()
+
+    def _check_room_in_queue(self) -> None:
+        if len(self._inbox) >= QUEUED_INPUTS_LIMIT:
+            raise invalid_input(
+                f"the session already has {len(self._inbox)} inputs queued behind its current turn; wait for it to "
+                "answer (or cancel the turn) before sending more"
+            )
 
     def _accept_user_message(self, message: UserMessage) -> InputReceipt:
         if message.message_id is not None:
@@ -359,6 +442,7 @@ class ConversationWorkflow:
 
     def _check_switch(self, request: SwitchAgent) -> None:
         self._check_agent_available(request.agent_type)
+        self._check_room_in_queue()
 
     def _accept_switch(self, request: SwitchAgent) -> InputReceipt:
         queued = self._status is not SessionStatus.IDLE or bool(self._inbox)
@@ -374,10 +458,11 @@ class ConversationWorkflow:
     async def _on_user_message(self, message: UserMessage) -> None:
         if message.agent_type is not None:
             self._switch_explicitly(message.agent_type, "Requested with the user message", final=False)
-        if not message.content.strip():
+        if is_blank(message.content):
             self._emit(ChunkType.STATUS, content=f"Current agent: {self._agent.value}", is_final=True)
             return
         self._history.add_user(message.content, message_id=self._new_id(), at=workflow.now())
+        self._title_text = self._title()
         if await self._run_turn() is TurnEnd.PLAN_APPROVED:
             await self._execute_plan(self._plans[-1])
 
@@ -422,11 +507,13 @@ class ConversationWorkflow:
             round_ = await self._run_tool_calls(agent, calls, budget)
             if round_.plan_end is not None:
                 return round_.plan_end
-            end, final_text = (TurnEnd.QUESTION if round_.question else TurnEnd.ANSWERED), round_.final_text
+            end = TurnEnd.QUESTION if round_.question else TurnEnd.ANSWERED
+            final_text: Content = round_.final_text
             if budget.exhausted:
                 self._counters.budget_stops += 1
                 end, final_text = TurnEnd.BUDGET, tool_messages.budget_stop_message(budget.limit)
             if final_text is not None:
+                final_text = tool_messages.unmistakable(final_text)
                 self._history.add_assistant(
                     final_text, [], agent=agent.type, message_id=self._new_id(), at=workflow.now()
                 )
@@ -438,7 +525,10 @@ class ConversationWorkflow:
     async def _run_tool_calls(self, agent: Agent, calls: list[ToolCall], budget: _Budget) -> _ToolRound:
         """Close every call of one assistant message, in order, and say how the turn goes on."""
         round_ = _ToolRound()
-        for call in calls:
+        for index, call in enumerate(calls):
+            if index >= CALLS_PER_ANSWER_LIMIT:
+                self._close_call(call, tool_messages.too_many_calls(len(calls), CALLS_PER_ANSWER_LIMIT), "refused")
+                continue
             if not budget.take():
                 self._close_call(call, tool_messages.over_budget(budget.limit), outcome="over_budget")
                 continue
@@ -459,27 +549,32 @@ class ConversationWorkflow:
                 await self._run_ide_tool(agent, call)
         return round_
 
-    def _run_runtime_tool(self, call: ToolCall) -> str | None:
-        """Tools the workflow executes itself. Returns the turn's final text for the completion tools."""
+    def _run_runtime_tool(self, call: ToolCall) -> Content:
+        """Tools the workflow executes itself (arguments already checked against the tool's schema). Returns the
+        turn's final text for the completion tools."""
         args = call.arguments
         match call.name:
             case "switch_mode":
-                self._close_call(call, self._switch_mode(str(args["mode"]), args.get("reason")), outcome="completed")
+                reason = text_or_preview(_argument_text(args.get("reason")))[:500]
+                self._close_call(call, self._switch_mode(str(args["mode"]), reason or None), outcome="completed")
             case "echo":
-                self._close_call(call, str(args["text"]), outcome="completed", emit=True)
+                self._close_call(call, _argument_text(args["text"]), outcome="completed", emit=True)
             case "calculator":
                 try:
-                    content, outcome = str(calculate(str(args["expr"]))), "completed"
+                    expression = args["expr"]
+                    if not isinstance(expression, str):
+                        raise CalculatorError("the expression is too long")
+                    content, outcome = str(calculate(expression)), "completed"
                 except CalculatorError as err:
                     content, outcome = tool_messages.refused(str(err)), "failed"
                 self._close_call(call, content, outcome=outcome, emit=True)
             case "attempt_completion":
                 self._close_call(call, "The result was shown to the user.", outcome="completed")
-                return str(args["result"])
+                return _argument_text(args["result"])
             case "ask_followup_question":
                 self._close_call(call, "The question was shown to the user.", outcome="completed")
-                suggestions = [str(s) for s in args.get("suggestions") or []]
-                return tool_messages.followup_text(str(args["question"]), suggestions)
+                suggestions = [text_or_preview(_argument_text(s))[:500] for s in args.get("suggestions") or []]
+                return tool_messages.followup_text(text_or_preview(_argument_text(args["question"])), suggestions)
         return None
 
     def _switch_mode(self, mode: str, reason: Any) -> str:
@@ -492,7 +587,7 @@ class ConversationWorkflow:
             return tool_messages.refused(f"agent '{mode}' is not available in this session")
         if target is self._agent:
             return f"Already in {target.value} mode; continuing."
-        if len(self._switches) >= self._config.max_agent_switches:
+        if self._switch_count >= self._config.max_agent_switches:
             return tool_messages.refused(f"the session reached its limit of {self._config.max_agent_switches} switches")
         self._switch_to(target, str(reason or f"Switched by the {self._agent.value} agent"), source="switch_mode")
         return f"Switched to {target.value} agent"
@@ -588,8 +683,12 @@ class ConversationWorkflow:
             return
         result = self._ledger.results.pop(call.id)
         # An execution error after approval is a failed tool, not a rejection (bug L3).
-        content = tool_messages.from_ide_result(result.result, result.error)
-        self._close_call(call, content, outcome="failed" if result.error else "completed")
+        if result.content is not None:
+            content: Content = result.content
+            failed = result.failed
+        else:
+            content, failed = tool_messages.from_ide_result(result.result, result.error), bool(result.error)
+        self._close_call(call, content, outcome="failed" if failed else "completed")
 
     def _settle(
         self,
@@ -617,7 +716,7 @@ class ConversationWorkflow:
         key = decision.value if decision else status.value
         self._counters.approvals[key] = self._counters.approvals.get(key, 0) + 1
 
-    def _close_call(self, call: ToolCall, content: str, outcome: str, emit: bool = False) -> None:
+    def _close_call(self, call: ToolCall, content: Content, outcome: str, emit: bool = False) -> None:
         """Write the one tool message of a call; every path that ends a call ends here (I1, I2)."""
         self._history.add_tool_result(call.id, content, message_id=self._new_id(), at=workflow.now())
         self._projection.tool_call(
@@ -634,7 +733,7 @@ class ConversationWorkflow:
                 content=content,
                 call_id=call.id,
                 tool_name=call.name,
-                error=content if content.startswith("Error:") else None,
+                error=content if isinstance(content, str) and content.startswith("Error:") else None,
                 metadata={"outcome": outcome},
             )
 
@@ -762,7 +861,7 @@ class ConversationWorkflow:
                 self._history.add_user(answer.content, message_id=self._new_id(), at=workflow.now())
                 end = await self._run_turn(last_word=False)
             if end is TurnEnd.ANSWERED:
-                subtask.status, subtask.result = SubtaskStatus.DONE, self._history.messages[-1].content
+                subtask.status, subtask.result = SubtaskStatus.DONE, preview_of(self._history.messages[-1].content)
             else:
                 subtask.status, subtask.error = SubtaskStatus.FAILED, _SUBTASK_FAILURES[end]
             self._projection.plan(plan)
@@ -801,7 +900,7 @@ class ConversationWorkflow:
                 continue
             if item.agent_type is not None:
                 self._switch_explicitly(item.agent_type, "Requested with the user message", final=False)
-            if item.content.strip():
+            if not is_blank(item.content):
                 return item
 
     def _update_plan(self, plan: Plan, status: PlanStatus) -> None:
@@ -855,7 +954,8 @@ class ConversationWorkflow:
         metadata: dict[str, Any] = {"from_agent": self._agent.value, "to_agent": target.value, "reason": reason}
         self._metrics.switch(self._agent, target, source)
         self._switches.append(record)
-        self._projection.switch(len(self._switches) - 1, record)
+        self._switch_count += 1
+        self._projection.switch(self._switch_count - 1, record)
         self._agent = target
         if confidence:
             metadata["confidence"] = confidence
@@ -869,12 +969,20 @@ class ConversationWorkflow:
     # --- the LLM ---
 
     async def _complete(self, agent: Agent, *, last_word: bool = True) -> LlmReply | None:
-        """One agent step; a failure becomes an `error` event and leaves the history untouched (I3, B2)."""
+        """One agent step; a failure becomes an `error` event and leaves the history untouched (I3, B2).
+
+        A provider that refused the context as too long teaches the session a smaller window, so the next turns
+        start from it instead of failing the same way.
+        """
         try:
-            return await self._llm.complete(agent, self._history.for_llm())
+            reply = await self._llm.complete(agent, self._history.for_llm(), self._transcript, self._context_tokens)
         except ActivityError as err:
+            self._context_tokens = learned_window(err) or self._context_tokens
             self._emit(ChunkType.ERROR, content=error_text(err), error=error_text(err), is_final=last_word)
             return None
+        if reply.context_tokens is not None:
+            self._context_tokens = min(self._context_tokens, reply.context_tokens)
+        return reply
 
     # --- plumbing ---
 
@@ -945,8 +1053,12 @@ class ConversationWorkflow:
     # --- the PostgreSQL projection ---
 
     def _title(self) -> str | None:
-        first_user = next((m.content for m in self._history.messages if m.role == "user" and not m.name), None)
-        return first_user[:500] if first_user else None
+        """The first user message (its first 500 characters)."""
+        if self._title_text is not None:
+            return self._title_text
+        # Not set yet, or a session carried over before the title was: the first user message it still holds.
+        first = next((m.content for m in self._history.messages if m.role == "user" and not m.name), None)
+        return preview_of(first) or None
 
     def _project_session(self) -> None:
         self._projection.add(
@@ -963,36 +1075,115 @@ class ConversationWorkflow:
         )
 
     def _should_continue_as_new(self) -> bool:
-        """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state."""
+        """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state.
+
+        Besides Temporal's suggestion (history size) and the configured turn limit, a run ends once its messages
+        add `HISTORY_SIZE_LIMIT` to workflow state: every LLM call sends them, so this keeps the cost of a turn flat.
+        """
         if self._history.open_calls:
             return False
         limit = self._config.continue_as_new_after_turns
-        return workflow.info().is_continue_as_new_suggested() or (limit is not None and self._turns >= limit)
+        if workflow.info().is_continue_as_new_suggested() or (limit is not None and self._turns >= limit):
+            return True
+        # Not before this run's first turn: a carried history that could not be archived must not loop.
+        return self._archives_transcript and self._turns > 0 and self._history.size > HISTORY_SIZE_LIMIT
 
     async def _continue_as_new(self) -> None:
-        carried = CarriedState(
-            history=self._history.messages,
-            current_agent=self._agent,
-            approvals=list(self._ledger.approvals.values()),
-            switches=self._switches,
-            seen_message_ids=sorted(self._seen_message_ids)[-MESSAGE_IDS_KEPT_ON_CONTINUE:],
-            queued_inputs=list(self._inbox),
-            plans=self._plans,
-            counters=self._counters,
-            created_at=self._created_at,
-            runs=self._run + 1,
-            unprojected=self._projection.pending,
-        )
-        # The stream has no public offset accessor in the workflow; its offset query handler is the same function.
-        offset = self._stream._on_offset()
-        self._stream.truncate(max(0, offset - EVENTS_KEPT_ON_CONTINUE))
+        """Hand over to a new run with bounded, structured state (never a summary).
+
+        Nothing may be in flight when the run hands over (an activity completing during the continue-as-new task
+        fails it with UNHANDLED_COMMAND): the projection's writer stops first, the transcript is archived, and the
+        carried state is built only after every handler has finished, so an input accepted meanwhile travels too.
+        """
+        await self._projection.quiesce()
+        carried_history = self._history.messages, self._history.first_seq
+        if self._archives_transcript:
+            carried_history = await self._archive_older_turns()
+        self._trim_event_log()
         await self._stream.continue_as_new(
             lambda stream_state: [
                 ConversationInput(
-                    session_id=self._session_id, config=self._config, carried=carried, stream_state=stream_state
+                    session_id=self._session_id,
+                    config=self._config,
+                    carried=self._carried_state(*carried_history),
+                    stream_state=stream_state,
                 )
             ]
         )
+
+    async def _archive_older_turns(self) -> tuple[list[ChatMessage], int]:
+        """Store all but the newest turns in the content store; returns what the next run carries, and its seq.
+
+        If the store cannot be reached, everything is carried (the next run tries again): a session never stops
+        because its archive is down, it only carries more for a while.
+        """
+        archived, kept = self._history.split_for_archive(HISTORY_SIZE_KEPT)
+        if not archived:
+            return kept, self._history.first_seq
+        try:
+            self._transcript = await workflow.execute_activity(
+                ARCHIVE_TRANSCRIPT_ACTIVITY,
+                ArchiveTranscriptInput(
+                    session_id=self._session_id,
+                    first_seq=self._history.first_seq,
+                    messages=archived,
+                    previous=self._transcript,
+                ),
+                result_type=TranscriptArchive,
+                start_to_close_timeout=ARCHIVE_TIMEOUT,
+                retry_policy=ARCHIVE_RETRY,
+                summary=f"archive {len(archived)} messages",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("Transcript not archived, carrying it whole: %s", err.cause or err)
+            return self._history.messages, self._history.first_seq
+        return kept, self._history.first_seq + len(archived)
+
+    def _trim_event_log(self) -> None:
+        """Keep only the newest events (by count and by size) for clients resuming from an offset."""
+        # The stream exposes neither its log nor its offset to workflow code; its query handler returns the offset.
+        offset = self._stream._on_offset()
+        kept, size = 0, 0
+        for item in reversed(self._stream._log):
+            size += item.data.ByteSize()
+            if kept >= EVENTS_KEPT_ON_CONTINUE or size > EVENTS_SIZE_KEPT_ON_CONTINUE:
+                break
+            kept += 1
+        self._stream.truncate(offset - kept)
+
+    def _carried_state(self, history: list[ChatMessage], first_seq: int) -> CarriedState:
+        """The state the next run starts from; each part bounded (see the constants at the top of this module)."""
+        approvals = list(self._ledger.approvals.values())
+        settled = [a for a in approvals if a.status is not ApprovalStatus.PENDING][-SETTLED_APPROVALS_KEPT:]
+        pending = [a for a in approvals if a.status is ApprovalStatus.PENDING]
+        finished = (PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.REJECTED, PlanStatus.CANCELLED)
+        old = {id(p) for p in [p for p in self._plans if p.status in finished][:-PLANS_KEPT]}
+        plans = [p for p in self._plans if id(p) not in old]
+        return CarriedState(
+            history=history,
+            transcript=self._transcript,
+            first_seq=first_seq,
+            answered_call_ids=self._history.answered_ids,
+            title=self._title(),
+            current_agent=self._agent,
+            approvals=settled + pending,
+            switches=self._switches[-SWITCHES_KEPT:],
+            switch_count=self._switch_count,
+            seen_message_ids=self._seen_message_ids.newest(),
+            queued_inputs=list(self._inbox),
+            plans=plans,
+            counters=self._counters,
+            created_at=self._created_at,
+            runs=self._run + 1,
+            context_tokens=self._context_tokens if self._context_tokens < self._config.llm_context_tokens else None,
+            unprojected=self._projection.pending,
+        )
+
+
+def _argument_text(value: Any) -> Content:
+    """A string argument as the runtime uses it: the text, or its reference when it was stored by reference."""
+    ref = marker_ref(value)
+    return ref if ref is not None else str(value)
 
 
 class TurnEnd(StrEnum):
@@ -1018,7 +1209,7 @@ _SUBTASK_FAILURES = {
 class _ToolRound:
     """What the tool calls of one assistant message decided about the turn."""
 
-    final_text: str | None = None
+    final_text: Content = None
     question: bool = False
     plan_proposed: bool = False
     plan_end: TurnEnd | None = None

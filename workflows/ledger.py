@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from temporalio.exceptions import ApplicationError
 
+from workflows.content import RAW_INPUT_LIMIT, json_size, raw_size
 from workflows.history import ConversationHistory
 from workflows.model import (
     APPROVAL_ALREADY_RESOLVED_ERROR,
@@ -45,6 +46,9 @@ class CallLedger:
     def check_tool_result(self, result: ToolResult) -> None:
         if not self._history.has_call(result.call_id):
             raise unknown_call(result.call_id)
+        size = raw_size(result.result) + raw_size(result.error or "")
+        if size > RAW_INPUT_LIMIT:
+            raise too_large_inline(f"the result of call {result.call_id}", size)
         runtime_call = next((c for c in self._history.open_calls if c.id == result.call_id), None)
         if runtime_call is not None and CATALOGUE[runtime_call.name].executor is Executor.RUNTIME:
             raise invalid_input(f"call {result.call_id} ({runtime_call.name}) is executed by the runtime, not the IDE")
@@ -63,6 +67,10 @@ class CallLedger:
             raise unknown_call(decision.call_id)
         if approval.request_type == "plan":
             raise invalid_input(f"approval {approval.request_id} is a plan approval: send a plan_decision")
+        if decision.modified_arguments is not None and json_size(decision.modified_arguments) > RAW_INPUT_LIMIT:
+            raise too_large_inline("the edited arguments", json_size(decision.modified_arguments))
+        if decision.feedback is not None and len(decision.feedback) > RAW_INPUT_LIMIT:
+            raise too_large_inline("the feedback", len(decision.feedback))
         earlier = self.decisions.get(decision.call_id)
         _refuse_contradiction(approval, earlier.decision if earlier else None, decision.decision)
 
@@ -86,6 +94,8 @@ class CallLedger:
                 type=UNKNOWN_CALL_ID_ERROR,
                 non_retryable=True,
             )
+        if decision.feedback is not None and len(decision.feedback) > RAW_INPUT_LIMIT:
+            raise too_large_inline("the feedback", len(decision.feedback))
         earlier = self.plan_decisions.get(decision.approval_request_id)
         _refuse_contradiction(approval, earlier.decision if earlier else None, decision.decision)
 
@@ -96,6 +106,29 @@ class CallLedger:
             return InputReceipt(duplicate=True, detail=f"plan approval {approval.request_id} is already decided")
         self.plan_decisions[decision.approval_request_id] = decision
         return InputReceipt()
+
+
+class RecentIds:
+    """Idempotency keys seen lately (callers' message ids), remembered in arrival order: only the newest `kept`
+    survive, so the set stays bounded and a repeat of a recent input is always recognised."""
+
+    def __init__(self, ids: Iterable[str], kept: int) -> None:
+        self._kept = kept
+        self._ids: dict[str, None] = dict.fromkeys(list(ids)[-kept:])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def add(self, key: str) -> None:
+        self._ids.pop(key, None)
+        self._ids[key] = None
+        # Trim in batches: rebuilding the dict on every add would cost O(kept) per message.
+        if len(self._ids) > 2 * self._kept:
+            self._ids = dict.fromkeys(list(self._ids)[-self._kept :])
+
+    def newest(self) -> list[str]:
+        """The newest `kept` ids, oldest first (what continue-as-new carries)."""
+        return list(self._ids)[-self._kept :]
 
 
 def _refuse_contradiction(
@@ -119,6 +152,13 @@ def _refuse_contradiction(
 
 def invalid_input(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_INPUT_ERROR, non_retryable=True)
+
+
+def too_large_inline(what: str, size: int) -> ApplicationError:
+    return invalid_input(
+        f"{what} has {size:,} characters inline, over the limit of {RAW_INPUT_LIMIT:,}: send large content by "
+        "reference (ConversationClient and the HTTP API store it in the content store for you)"
+    )
 
 
 def unknown_call(call_id: str) -> ApplicationError:

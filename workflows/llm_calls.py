@@ -12,13 +12,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.llm import LlmActivities
 from workflows.agents import Agent
+from workflows.content import preview_of
 from workflows.metrics import SessionMetrics
 from workflows.model import (
+    CHAT_COMPLETION_ACTIVITY,
+    LLM_CONTEXT_TOO_LONG_ERROR,
     LLM_REQUEST_REJECTED_ERROR,
     AgentType,
     ChatMessage,
@@ -27,6 +28,7 @@ from workflows.model import (
     LlmRequest,
     LlmRequestRecord,
     SessionCounters,
+    TranscriptArchive,
 )
 from workflows.projection import Projection
 from workflows.routing import CLASSIFICATION_SYSTEM_PROMPT, CLASSIFICATION_TEMPERATURE, classification_prompt
@@ -57,13 +59,18 @@ class LlmCalls:
         self._metrics = metrics
         self._projection = projection
 
-    async def complete(self, agent: Agent, history: list[ChatMessage]) -> LlmReply:
-        """One agent step over the full, paired history, with the agent's prompt and tools (streamed if enabled)."""
+    async def complete(
+        self, agent: Agent, history: list[ChatMessage], transcript: TranscriptArchive | None, context_tokens: int
+    ) -> LlmReply:
+        """One agent step over the paired history (this run's messages, plus the archived transcript the activity
+        reads as far back as the window allows), with the agent's prompt and tools (streamed if enabled)."""
         request = LlmRequest(
             session_id=self._session_id,
             agent=agent.type,
             model=self._config.llm_model,
             messages=[ChatMessage(role="system", content=agent.prompt), *history],
+            transcript=transcript,
+            context_tokens=context_tokens,
             tools=agent.tool_specs(),
             timeout_seconds=self._config.llm_timeout_seconds,
             stream=self._config.llm_streaming,
@@ -88,7 +95,8 @@ class LlmCalls:
             request_id=str(workflow.uuid4()),
         )
         reply = await self._call(request, CLASSIFICATION_MAX_ATTEMPTS, "orchestrator: classify request")
-        return reply.content
+        # A classification longer than the inline limit is not one; its start is enough to fail parsing visibly.
+        return preview_of(reply.content)
 
     async def _call(self, request: LlmRequest, max_attempts: int, summary: str) -> LlmReply:
         self._counters.llm_requests += 1
@@ -102,16 +110,17 @@ class LlmCalls:
             created_at=workflow.now(),
         )
         try:
-            reply = await workflow.execute_activity_method(
-                LlmActivities.chat_completion,
+            reply = await workflow.execute_activity(
+                CHAT_COMPLETION_ACTIVITY,
                 request,
+                result_type=LlmReply,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds) + START_TO_CLOSE_MARGIN,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
                     initial_interval=RETRY_INITIAL,
                     maximum_interval=RETRY_MAX_INTERVAL,
                     maximum_attempts=max_attempts,
-                    non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR],
+                    non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR, LLM_CONTEXT_TOO_LONG_ERROR],
                 ),
                 summary=summary,
             )
@@ -138,6 +147,16 @@ class LlmCalls:
         tokens.completion_tokens += reply.usage.completion_tokens
         tokens.total_tokens += reply.usage.total_tokens
         return reply
+
+
+def learned_window(err: ActivityError) -> int | None:
+    """The smaller context window a `context_length_exceeded` failure reports, so later calls start from it."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == LLM_CONTEXT_TOO_LONG_ERROR and cause.details:
+        details = cause.details[0]
+        if isinstance(details, dict) and isinstance(details.get("context_tokens"), int):
+            return int(details["context_tokens"])
+    return None
 
 
 def error_text(err: Exception) -> str:

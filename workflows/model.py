@@ -39,7 +39,7 @@ SWITCH_AGENT_UPDATE = "submit_switch_agent"
 PLAN_DECISION_UPDATE = "submit_plan_decision"
 CANCEL_TURN_UPDATE = "submit_cancel_turn"
 STATE_QUERY = "state"
-HISTORY_QUERY = "history"
+TRANSCRIPT_QUERY = "transcript"
 PENDING_APPROVALS_QUERY = "pending_approvals"
 APPROVALS_QUERY = "approvals"
 
@@ -48,6 +48,7 @@ CONVERSATION_WORKFLOW = "ConversationWorkflow"
 # Activity names are a persisted contract too (they are recorded in every history).
 CHAT_COMPLETION_ACTIVITY = "llm.chat_completion"
 RECORD_PROJECTION_ACTIVITY = "persistence.record"
+ARCHIVE_TRANSCRIPT_ACTIVITY = "content.archive_transcript"
 
 # ApplicationError types, shared by raise sites (validators, activities) and catch sites (client, API).
 UNKNOWN_CALL_ID_ERROR = "UnknownCallId"
@@ -56,6 +57,12 @@ INVALID_INPUT_ERROR = "InvalidInput"
 LLM_REQUEST_REJECTED_ERROR = "LlmRequestRejected"
 LLM_UNAVAILABLE_ERROR = "LlmUnavailable"
 LLM_BAD_RESPONSE_ERROR = "LlmBadResponse"
+LLM_CONTEXT_TOO_LONG_ERROR = "LlmContextTooLong"
+CONTENT_STORE_UNAVAILABLE_ERROR = "ContentStoreUnavailable"
+
+# The original llm-proxy reports a provider failure as HTTP 200 with assistant text starting with this (bug B2): such
+# text is an error, never content (invariant I3).
+PROXY_ERROR_PREFIX = "[Error]"
 
 
 # Custom search attributes for the Temporal Web UI and visibility queries. They must be registered in the namespace
@@ -94,22 +101,51 @@ class AgentType(StrEnum):
     UNIVERSAL = "universal"
 
 
+# --- Content stored by reference (a claim check; see workflows/content.py) ---
+
+
+class ContentRef(_Model):
+    """Text kept outside workflow history: a claim on the content store, plus what the workflow needs to know.
+
+    Large tool results, tool arguments, user messages and assistant texts are stored by the edge that receives them
+    (the client, the LLM activity) and travel through Temporal as this reference, so no payload and no carried state
+    grows with what a tool returned. Whoever hands content to a person or a provider resolves it (the client, the
+    API, the LLM activity); workflow code only looks at `size` and `preview`.
+    """
+
+    driver: str = Field(description="The storage driver that holds it (its name).")
+    claim: dict[str, str] = Field(description="The driver's claim: what it needs to find the content again.")
+    sha256: str = Field(description="Hex digest of the UTF-8 content.")
+    size: int = Field(ge=0, description="Length of the content in characters.")
+    preview: str = Field(default="", description="The first characters, for titles, routing, logs and the Web UI.")
+    media: Literal["text", "json"] = Field(
+        default="text", description="json: the content is a JSON document standing for a JSON value (tool arguments)."
+    )
+
+
 # --- Conversation history (OpenAI chat shape) ---
 
 
 class ToolCall(_Model):
-    """One function call requested by the LLM; `id` is the call id the IDE answers with."""
+    """One function call requested by the LLM; `id` is the call id the IDE answers with.
+
+    A large argument value is replaced by a reference marker (`workflows.content.ref_marker`); the client resolves it
+    before the call reaches the IDE.
+    """
 
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    invalid_arguments: str | None = Field(
+        default=None, description="Why the model's arguments could not be read (not JSON, not an object, cut off)."
+    )
 
 
 class ChatMessage(_Model):
     """One message of the conversation as the LLM sees it, plus the runtime's bookkeeping."""
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = None
+    content: str | ContentRef | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
@@ -124,7 +160,7 @@ class ChatMessage(_Model):
 class UserMessage(_Model):
     """A user's chat message. `agent_type` asks for an explicit switch before the message is processed."""
 
-    content: str = ""
+    content: str | ContentRef = ""
     agent_type: AgentType | None = None
     message_id: str | None = Field(
         default=None, description="Caller's idempotency key; a repeated id is acknowledged and ignored."
@@ -132,11 +168,17 @@ class UserMessage(_Model):
 
 
 class ToolResult(_Model):
-    """The IDE's answer to a tool call: `result` (any JSON) or `error` (text)."""
+    """The IDE's answer to a tool call: `result` (any JSON) or `error` (text).
+
+    `content` is the answer already rendered as the tool message's text and stored by reference; the client sets it
+    for large results (and then leaves `result` and `error` empty), so a 3 MB file never enters workflow history.
+    """
 
     call_id: str = Field(min_length=1)
     result: Any = None
     error: str | None = None
+    content: ContentRef | None = None
+    failed: bool = Field(default=False, description="With `content`: the tool failed (the text is its error).")
 
 
 class Decision(StrEnum):
@@ -225,7 +267,9 @@ class PendingApproval(_Model):
     created_at: datetime
     expires_at: datetime | None = None
     decided_at: datetime | None = None
-    decided_by: Literal["hitl_decision", "tool_result", "expiry", "plan_decision", "cancel_turn"] | None = None
+    decided_by: (
+        Literal["hitl_decision", "tool_result", "expiry", "plan_decision", "cancel_turn", "turn_failed"] | None
+    ) = None
     decision: Decision | PlanDecisionKind | None = None
     feedback: str | None = None
 
@@ -276,8 +320,8 @@ class StreamChunk(_Model):
     """
 
     type: ChunkType
-    content: str | None = None
-    token: str | None = None
+    content: str | ContentRef | None = None
+    token: str | ContentRef | None = None
     is_final: bool = False
     call_id: str | None = None
     tool_name: str | None = None
@@ -383,6 +427,11 @@ class ConversationConfig(_Model):
 
     multi_agent_mode: bool = True
     llm_model: str = "gpt-4o-mini"
+    llm_context_tokens: int = Field(
+        default=32_000,
+        ge=1_000,
+        description="The model's context window in tokens; the context builder fits each request into it.",
+    )
     approval_policy: ApprovalPolicy | None = None
     tool_lease_seconds: float = Field(default=600.0, gt=0)
     tool_call_budget: int = Field(default=20, ge=1)
@@ -430,16 +479,76 @@ class SessionCounters(_Model):
     tool_calls: dict[str, int] = Field(default_factory=dict, description="outcome -> count")
     approvals: dict[str, int] = Field(default_factory=dict, description="decision -> count")
     budget_stops: int = 0
+    turn_failures: int = Field(default=0, description="Turns ended by a bug inside the runtime (the session went on).")
+    projection_dropped: int = Field(
+        default=0, description="Projection records dropped because the backlog was full (the database was down long)."
+    )
+    projection_quarantined: int = Field(
+        default=0, description="Projection records PostgreSQL refused; kept in its quarantine table, not retried."
+    )
+
+
+class TranscriptArchive(_Model):
+    """The older part of a conversation, kept in the content store as a chain of segments (newest first).
+
+    At continue-as-new the workflow stores the messages it no longer carries as one `TranscriptSegment` that points
+    at the previous one, and keeps only this small handle; the LLM activity and the client read back what they need.
+    """
+
+    head: ContentRef = Field(description="The newest segment (a JSON `TranscriptSegment`).")
+    message_count: int = Field(ge=0, description="How many messages the whole chain holds.")
+    segments: int = Field(default=1, ge=1)
+
+
+class TranscriptSegment(_Model):
+    """One stored slice of a conversation: messages `first_seq`.. and the segment before it."""
+
+    first_seq: int = Field(ge=0)
+    messages: list[ChatMessage]
+    previous: TranscriptArchive | None = None
+
+
+class ArchiveTranscriptInput(_Model):
+    """Store `messages` (which start at `first_seq`) as the newest segment after `previous`."""
+
+    session_id: str
+    first_seq: int = Field(ge=0)
+    messages: list[ChatMessage]
+    previous: TranscriptArchive | None = None
+
+
+class TranscriptView(_Model):
+    """What the `transcript` query answers: the archived chain (read it from the content store) and the rest."""
+
+    archive: TranscriptArchive | None = None
+    first_seq: int = Field(default=0, description="Position of `messages[0]` in the whole conversation.")
+    messages: list[ChatMessage] = Field(default_factory=list)
 
 
 class CarriedState(_Model):
-    """Everything a session needs after continue-as-new: structured state, never an LLM summary."""
+    """Everything a session needs after continue-as-new: structured state, never an LLM summary.
+
+    Every field is bounded (workflows/conversation.py says how), so the input of a new run does not grow with the
+    length of the session or the size of what its tools returned.
+    """
 
     history: list[ChatMessage] = Field(default_factory=list)
+    transcript: TranscriptArchive | None = Field(default=None, description="Older messages, in the content store.")
+    first_seq: int = Field(default=0, ge=0, description="Position of `history[0]` in the whole conversation.")
+    answered_call_ids: list[str] = Field(
+        default_factory=list, description="The newest answered call ids, so late duplicates are still recognised."
+    )
+    title: str | None = None
+    switch_count: int = Field(
+        default=0, ge=0, description="Switches in the whole session (`switches` keeps the newest)."
+    )
+    context_tokens: int | None = Field(
+        default=None, description="A smaller context window learned from the provider (context_length_exceeded)."
+    )
     current_agent: AgentType = AgentType.ORCHESTRATOR
     approvals: list[PendingApproval] = Field(default_factory=list)
     switches: list[AgentSwitchRecord] = Field(default_factory=list)
-    seen_message_ids: list[str] = Field(default_factory=list)
+    seen_message_ids: list[str] = Field(default_factory=list, description="Oldest first; the newest are kept.")
     queued_inputs: list[UserMessage | SwitchAgent] = Field(default_factory=list)
     plans: list[Plan] = Field(default_factory=list)
     counters: SessionCounters = Field(default_factory=SessionCounters)
@@ -493,13 +602,19 @@ class ToolSpec(_Model):
 
 
 class LlmRequest(_Model):
-    """One chat completion. `messages` already starts with the agent's system prompt."""
+    """One chat completion. `messages` already starts with the agent's system prompt.
+
+    `messages` is the current run's part of the conversation (small: large content is referenced) and `transcript`
+    the archived rest; the activity builds the provider request from both, fitted to `context_tokens`.
+    """
 
     session_id: str
     purpose: Literal["agent", "classification"] = "agent"
     agent: AgentType
     model: str
     messages: list[ChatMessage]
+    transcript: TranscriptArchive | None = None
+    context_tokens: int = Field(default=32_000, ge=1_000, description="The model's context window.")
     tools: list[ToolSpec] = Field(default_factory=list)
     temperature: float | None = None
     timeout_seconds: float = 120.0
@@ -508,14 +623,21 @@ class LlmRequest(_Model):
 
 
 class LlmReply(_Model):
-    """A successful completion. Failures are raised as ApplicationError, never returned as content (I3)."""
+    """A successful completion. Failures are raised as ApplicationError, never returned as content (I3).
 
-    content: str = ""
+    Large content and tool arguments come back stored by reference (the activity stores them).
+    """
+
+    content: str | ContentRef = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
     model: str = ""
     usage: TokenUsage = Field(default_factory=TokenUsage)
     latency_ms: int = 0
+    context_tokens: int | None = Field(
+        default=None, description="Set when the provider refused the context as too long: the window that worked."
+    )
+    omitted_messages: int = Field(default=0, description="Older messages left out to fit the context window.")
 
 
 # --- PostgreSQL projection (workflows write records, activities/persistence.py stores them idempotently) ---
@@ -555,7 +677,7 @@ class ToolCallRecord(_Model):
     agent: AgentType
     requested_at: datetime
     outcome: str | None = None
-    result: str | None = None
+    result: str | ContentRef | None = None
     closed_at: datetime | None = None
 
 
@@ -624,3 +746,17 @@ class ProjectionBatch(_Model):
     """Records to write in one transaction. Every write is keyed, so a retried or replayed batch changes nothing."""
 
     records: list[ProjectionRecord]
+    wait_for_database_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="While PostgreSQL is unreachable, keep trying this long (heartbeating) before giving up, so a "
+        "backlog is written within about a second of the database's return.",
+    )
+
+
+class ProjectionWriteResult(_Model):
+    """What one write did. A record PostgreSQL refuses is quarantined (and counted), never retried forever."""
+
+    written: int = 0
+    quarantined: int = 0
+    truncated: int = Field(default=0, description="Text values cut to the projection's size limit.")

@@ -2,13 +2,31 @@
 
 The workflow is the source of truth; PostgreSQL holds an append-only projection for read APIs and audit. Records
 are queued here as the conversation changes, and a background task drains them through an activity. When the
-database is down the records stay queued and the flusher retries with backoff, so a conversation never waits on the
-database; the queue travels across continue-as-new, so nothing is lost. Every record is keyed (message id, call id,
-...), so a retried or replayed write changes nothing.
+database is down the records stay queued, so a conversation never waits on the database; the queue travels across
+continue-as-new, so nothing is lost unless the backlog overflows (below). Every record is keyed (message id, call
+id, ...), so a retried or replayed write changes nothing.
 
 The write is a regular activity: a local one runs inside the workflow task, so a slow or locked database held up
 every decision and tool call of the session for up to the write timeout (tests/test_durability.py measured 8-10 s).
 Sessions that started with local-activity writes keep them when replayed (the `projection-regular-activity` patch).
+
+Runs that start with the `projection-bounded-outbox` patch (older runs keep the unbounded flusher when replayed):
+
+- writes go in batches of at most `MAX_BATCH_RECORDS` records and about `MAX_BATCH_BYTES` (`approx_size`, a cheap
+  deterministic estimate; a single larger record goes alone);
+- the backlog holds at most `MAX_BACKLOG_RECORDS`; beyond it the oldest records not being written are dropped,
+  with a warning, and counted in `dropped` (and in the session's counters when given);
+- records PostgreSQL refuses are quarantined by the activity, never retried; their count is kept in `quarantined`;
+- once a write fails (the database is marked down, so wait points stop waiting for it), the next write is a long
+  one: the activity itself keeps trying about once a second for up to `DATABASE_WAIT`, heartbeating, so the
+  backlog is written about a second after PostgreSQL is back, and a long outage costs one activity per
+  `DATABASE_WAIT` in the history instead of a failed attempt per retry. If even that write fails, the flusher
+  pauses on a short timer (`DOWN_PAUSE_INITIAL`, growing to `DOWN_PAUSE_MAX` only while writes fail quickly) and
+  sends another;
+- `quiesce()` stops the flusher before continue-as-new: no new write starts, the one in flight is cancelled (it
+  heartbeats, so it stops within seconds; if it completed first, its result counts) and awaited, so no activity
+  result can arrive while the workflow continues as new (that failed the task with UNHANDLED_COMMAND). Records
+  not written stay in `pending` and travel to the next run.
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
@@ -29,6 +48,7 @@ from workflows.model import (
     AgentType,
     ApprovalRecord,
     ChatMessage,
+    ContentRef,
     EventRecord,
     LlmRequestRecord,
     MessageRecord,
@@ -37,6 +57,8 @@ from workflows.model import (
     PlanRecord,
     ProjectionBatch,
     ProjectionRecord,
+    ProjectionWriteResult,
+    SessionCounters,
     StreamChunk,
     ToolCall,
     ToolCallRecord,
@@ -54,24 +76,81 @@ WRITE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(millise
 RETRY_INITIAL = timedelta(seconds=2)
 RETRY_MAX = timedelta(minutes=2)
 
+# --- the bounded outbox (runs started with BOUNDED_OUTBOX_PATCH) ---
+BOUNDED_OUTBOX_PATCH = "projection-bounded-outbox"
+MAX_BATCH_RECORDS = 100
+MAX_BATCH_BYTES = 256 * 1024
+MAX_BACKLOG_RECORDS = 1000
+# Dropped records are reported on the first drop, then once this many more were dropped (and when writes resume).
+DROP_WARNING_EVERY = 100
+# The write sent while the database is down keeps trying (in the activity, about once a second) this long.
+DATABASE_WAIT = timedelta(minutes=5)
+DATABASE_WAIT_TIMEOUT = DATABASE_WAIT + timedelta(minutes=1)
+# One attempt: when it fails the flusher pauses and sends another, and a cancelled one is not retried.
+DATABASE_WAIT_RETRY = RetryPolicy(maximum_attempts=1)
+# The pause after a failed database-wait write; it grows only while such writes fail quickly.
+DOWN_PAUSE_INITIAL = timedelta(seconds=2)
+DOWN_PAUSE_MAX = timedelta(minutes=1)
+
+
+def approx_size(value: Any) -> int:
+    """About how many bytes `value` takes as JSON: deterministic and cheap (nothing is serialized)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, BaseModel):
+        return 2 + sum(len(name) + 4 + approx_size(item) for name, item in value.__dict__.items())
+    if isinstance(value, dict):
+        return 2 + sum(approx_size(key) + 2 + approx_size(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(approx_size(item) + 1 for item in value)
+    if isinstance(value, datetime):
+        return 34
+    return 8
+
 
 class Projection:
-    """Records waiting to be written, and the task that writes them."""
+    """Records waiting to be written, and the task that writes them.
 
-    def __init__(self, session_id: str, pending: list[ProjectionRecord]) -> None:
+    Args:
+        session_id: The session the records belong to.
+        pending: Records a previous run did not write (`CarriedState.unprojected`).
+        counters: When given, `dropped` and `quarantined` are added to its `projection_dropped` and
+            `projection_quarantined` as they happen (the session's counters are carried across continue-as-new).
+    """
+
+    def __init__(
+        self, session_id: str, pending: list[ProjectionRecord], *, counters: SessionCounters | None = None
+    ) -> None:
         self._session_id = session_id
         self._records: list[ProjectionRecord] = list(pending)
         self._down = False
         self.enabled = False
         self._regular_activity = False
+        self._bounded = False
         self._flusher: asyncio.Task[None] | None = None
+        self._counters = counters
+        # Bounded outbox: how many records at the head of `_records` the write in flight carries, and that write.
+        self._in_flight = 0
+        self._write_handle: workflow.ActivityHandle[Any] | None = None
+        self._quiescing = False
+        self._unreported_drops = 0
+        self.dropped = 0
+        """Records dropped in this run because the backlog was full."""
+        self.quarantined = 0
+        """Records PostgreSQL refused in this run (kept in its quarantine table by the activity, never retried)."""
 
     def start(self, wanted: bool) -> bool:
         """Turn the projection on for this run if the session wants it; call once, from the workflow's run."""
         self.enabled = wanted and workflow.patched(PROJECTION_PATCH)
         if self.enabled:
             self._regular_activity = workflow.patched(REGULAR_ACTIVITY_PATCH)
-            self._flusher = asyncio.create_task(self._flush_forever(), name="projection-flusher")
+            self._bounded = self._regular_activity and workflow.patched(BOUNDED_OUTBOX_PATCH)
+            if self._bounded:
+                self._bound_backlog()  # a backlog carried from a run that had no bound
+                flusher = self._flush_bounded()
+            else:
+                flusher = self._flush_forever()
+            self._flusher = asyncio.create_task(flusher, name="projection-flusher")
         return self.enabled
 
     @property
@@ -82,6 +161,8 @@ class Projection:
     def add(self, record: ProjectionRecord) -> None:
         if self.enabled:
             self._records.append(record)
+            if self._bounded:
+                self._bound_backlog()
 
     async def drained(self) -> None:
         """Wait until everything queued is written, unless the database is known to be down (then don't wait), or,
@@ -93,7 +174,21 @@ class Projection:
             await workflow.wait_condition(lambda: not self._records or self._down)
             return
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: not self._records or self._down, timeout=EMIT_WAIT)
+            await workflow.wait_condition(lambda: not self._records or self._down or self._quiescing, timeout=EMIT_WAIT)
+
+    async def quiesce(self) -> None:
+        """Stop writing, for continue-as-new: call right before it; the projection writes nothing more in this run.
+
+        No new write starts; a write in flight is cancelled and awaited (if it completed first, its result counts),
+        so no activity result can arrive during the continue-as-new task. Unwritten records stay in `pending`.
+        Runs without the bounded outbox (older sessions, replayed) return at once, as they always did.
+        """
+        if not self._bounded or self._flusher is None:
+            return
+        self._quiescing = True
+        if self._write_handle is not None and not self._write_handle.done():
+            self._write_handle.cancel()
+        await self._flusher
 
     # --- one method per kind of record, so the workflow's call sites stay one line ---
 
@@ -107,7 +202,7 @@ class Projection:
         agent: AgentType,
         requested_at: datetime,
         outcome: str | None = None,
-        result: str | None = None,
+        result: str | ContentRef | None = None,
     ) -> None:
         self.add(
             ToolCallRecord(
@@ -180,3 +275,113 @@ class Projection:
             del self._records[: len(batch)]
             self._down = False
             delay = RETRY_INITIAL
+
+    # --- the bounded outbox ---
+
+    def _bound_backlog(self) -> None:
+        """Drop the oldest records beyond `MAX_BACKLOG_RECORDS`, never those the write in flight carries."""
+        excess = len(self._records) - MAX_BACKLOG_RECORDS
+        if excess <= 0:
+            return
+        del self._records[self._in_flight : self._in_flight + excess]
+        first = self.dropped == 0
+        self.dropped += excess
+        self._unreported_drops += excess
+        if self._counters is not None:
+            self._counters.projection_dropped += excess
+        if first or self._unreported_drops >= DROP_WARNING_EVERY:
+            self._report_drops()
+
+    def _report_drops(self) -> None:
+        workflow.logger.warning(
+            "Projection backlog full (%d records, the database is down or slow): dropped the %d oldest, %d in this run",
+            MAX_BACKLOG_RECORDS,
+            self._unreported_drops,
+            self.dropped,
+        )
+        self._unreported_drops = 0
+
+    def _batch_size(self) -> int:
+        """How many records from the head go in the next write: up to `MAX_BATCH_RECORDS` and about
+        `MAX_BATCH_BYTES`, at least one."""
+        size = 0
+        for count, record in enumerate(self._records[:MAX_BATCH_RECORDS]):
+            size += approx_size(record)
+            if size > MAX_BATCH_BYTES and count > 0:
+                return count
+        return min(len(self._records), MAX_BATCH_RECORDS)
+
+    async def _write_batch(self, records: list[ProjectionRecord], *, wait_for_database: bool) -> ProjectionWriteResult:
+        cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        if wait_for_database:
+            self._write_handle = workflow.start_activity(
+                RECORD_PROJECTION_ACTIVITY,
+                ProjectionBatch(records=records, wait_for_database_seconds=DATABASE_WAIT.total_seconds()),
+                start_to_close_timeout=DATABASE_WAIT_TIMEOUT,
+                heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
+                retry_policy=DATABASE_WAIT_RETRY,
+                cancellation_type=cancellation,
+                summary=f"projection: {len(records)} records, waiting for the database",
+            )
+        else:
+            self._write_handle = workflow.start_activity(
+                RECORD_PROJECTION_ACTIVITY,
+                ProjectionBatch(records=records),
+                start_to_close_timeout=WRITE_TIMEOUT,
+                heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
+                retry_policy=WRITE_RETRY,
+                cancellation_type=cancellation,
+                summary=f"projection: {len(records)} records",
+            )
+        try:
+            result = await self._write_handle
+        finally:
+            self._write_handle = None
+        # Read leniently: a worker still running the previous code (during a rolling deploy) returns nothing.
+        return ProjectionWriteResult.model_validate(result) if isinstance(result, dict) else ProjectionWriteResult()
+
+    async def _flush_bounded(self) -> None:
+        quick_failures = 0
+        while True:
+            await workflow.wait_condition(lambda: bool(self._records) or self._quiescing)
+            if self._quiescing:
+                return
+            self._in_flight = self._batch_size()
+            waiting = self._down
+            sent_at = workflow.now()
+            try:
+                result = await self._write_batch(self._records[: self._in_flight], wait_for_database=waiting)
+            except FailureError as err:
+                self._in_flight = 0
+                if self._quiescing:
+                    return
+                self._down = True
+                if not waiting:
+                    workflow.logger.warning(
+                        "Projection write failed; the next one waits for the database: %s", err.__cause__ or err
+                    )
+                    continue
+                # Only writes that fail quickly (not for want of a database: a bug in the write, say) back off.
+                quick = workflow.now() - sent_at < DOWN_PAUSE_MAX
+                quick_failures = quick_failures + 1 if quick else 0
+                pause = min(DOWN_PAUSE_INITIAL * 2**quick_failures, DOWN_PAUSE_MAX)
+                workflow.logger.warning(
+                    "Projection write failed again, retrying in %s: %s", pause, err.__cause__ or err
+                )
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self._quiescing, timeout=pause)
+                continue
+            del self._records[: self._in_flight]
+            self._in_flight = 0
+            self._down = False
+            quick_failures = 0
+            if self._unreported_drops:
+                self._report_drops()
+            if result.quarantined:
+                self.quarantined += result.quarantined
+                if self._counters is not None:
+                    self._counters.projection_quarantined += result.quarantined
+                workflow.logger.warning(
+                    "PostgreSQL refused %d projection records; they are in its quarantine table, not retried",
+                    result.quarantined,
+                )

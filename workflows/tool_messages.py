@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workflows.content import Content, text_or_preview
+from workflows.model import PROXY_ERROR_PREFIX, ContentRef
+
 DEFAULT_REJECTION_FEEDBACK = "User rejected this operation"
 
 
@@ -70,3 +73,22 @@ def plan_changes_requested(feedback: str | None) -> str:
 
 def cancelled(reason: str | None) -> str:
     return f"Error: the user cancelled the turn before this call finished ({reason or 'no reason given'})."
+
+
+def unmistakable(text: Content) -> Content:
+    """A final text the model wrote (attempt_completion, a follow-up question) as it is stored and shown.
+
+    A result that starts like the proxy's error report ("[Error] 3 tests failed") is legitimate, but stored as is it
+    would be indistinguishable from a provider failure stored as content (invariant I3, bug B2), so it is labelled.
+    """
+    if not text_or_preview(text).lstrip().startswith(PROXY_ERROR_PREFIX):
+        return text
+    return "Result:\n" + (text_or_preview(text) if isinstance(text, ContentRef) else text or "")
+
+
+def too_many_calls(count: int, limit: int) -> str:
+    return f"Error: not executed: the answer had {count} tool calls and at most {limit} are handled per answer."
+
+
+def turn_failed(reason: str) -> str:
+    return f"Error: not executed: the turn failed inside the runtime ({reason})."

@@ -179,9 +179,3 @@ CATALOGUE: dict[str, Tool] = {
 
 # Runtime tools whose result waits for a human (the plan approval) instead of being written at once.
 APPROVAL_GATED_RUNTIME_TOOLS = frozenset({"create_plan"})
-
-
-def missing_required_arguments(tool: Tool, arguments: dict[str, Any]) -> list[str]:
-    """Required parameters the call left out; the model gets them back as an error result."""
-    required: list[str] = tool.spec.parameters.get("required", [])
-    return [name for name in required if name not in arguments]

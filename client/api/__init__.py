@@ -37,12 +37,13 @@ from pydantic import BaseModel
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.content import ContentStore
 from client.api import routes_agent, routes_agents, routes_events, routes_sessions, ws
 from client.api.auth import AUTH_HEADER, OPEN_PATHS, InternalAuthMiddleware
 from client.api.models import AgentStreamRequestDoc, HealthResponse
 from client.api.runtime import ApiOptions, ApiRuntime
-from client.connection import connect_client, session_config
-from client.conversation_client import ConversationError, UnknownSessionError
+from client.connection import connect_client, open_content_store, session_config, with_content_store
+from client.conversation_client import ConversationError, SessionClosedError, SessionStuckError, UnknownSessionError
 from settings import Settings
 from workflows.model import StreamChunk
 
@@ -64,7 +65,11 @@ VERSION = _version()
 
 
 def create_app(
-    settings: Settings, *, temporal_client: Client | None = None, options: ApiOptions | None = None
+    settings: Settings,
+    *,
+    temporal_client: Client | None = None,
+    options: ApiOptions | None = None,
+    content: ContentStore | None = None,
 ) -> FastAPI:
     """The API application.
 
@@ -72,6 +77,7 @@ def create_app(
         settings: Process settings (Temporal connection, task queue, session config, `internal_api_key`).
         temporal_client: Use this client instead of connecting at startup (tests, embedding).
         options: API tunables; the defaults suit production.
+        content: Use this content store instead of opening the one the settings describe (it must be the workers').
 
     Returns:
         The FastAPI app; serve it with uvicorn (lifespan on).
@@ -82,12 +88,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if key is None:
             log.warning("No internal API key is configured: the API accepts requests without %s", AUTH_HEADER)
-        client = temporal_client or await connect_client(settings.temporal)
-        # Sessions started here get the same configuration as the worker's other starters (search attributes on
-        # when they are registered, which this also does).
-        config = await session_config(client, settings)
-        app.state.runtime = ApiRuntime(client, settings, options or ApiOptions(), config)
-        yield
+        async with contextlib.AsyncExitStack() as stack:
+            store = content if content is not None else await stack.enter_async_context(open_content_store(settings))
+            threshold = settings.content.external_storage_threshold
+            if temporal_client is not None:
+                client = with_content_store(temporal_client, store, threshold)
+            else:
+                client = await connect_client(settings, content=store)
+            # Sessions started here get the same configuration as the worker's other starters (search attributes on
+            # when they are registered, which this also does).
+            config = await session_config(client, settings)
+            app.state.runtime = ApiRuntime(client, settings, options or ApiOptions(), config, store)
+            yield
 
     app = FastAPI(
         title="Agent Runtime",
@@ -130,6 +142,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownSessionError)
     async def unknown_session(request: Request, _: UnknownSessionError) -> JSONResponse:
         return not_found(request)
+
+    @app.exception_handler(SessionClosedError)
+    async def closed(_: Request, err: SessionClosedError) -> JSONResponse:
+        return JSONResponse({"detail": str(err), "status": err.status}, status_code=409)
+
+    @app.exception_handler(SessionStuckError)
+    async def stuck(_: Request, err: SessionStuckError) -> JSONResponse:
+        return JSONResponse({"detail": str(err), "attempts": err.attempts}, status_code=503)
 
     @app.exception_handler(ConversationError)
     async def rejected(_: Request, err: ConversationError) -> JSONResponse:

@@ -65,6 +65,11 @@ class UserMessageInput(_Body):
     message_id: str | None = Field(
         default=None, max_length=200, description="Optional idempotency key: a repeated id is acknowledged only."
     )
+    new_session: bool = Field(
+        default=False,
+        description="When the session is closed (failed or terminated), start a new one under the same id instead "
+        "of refusing the message.",
+    )
 
 
 class ToolResultInput(_Body):

@@ -113,7 +113,7 @@ async def message_stream(
     resume_from = _resume_offset(last_event_id)
     session_id = request.session_id
     if session_id is None:
-        if not isinstance(item, UserMessage) or resume_from is not None:
+        if not isinstance(item.item, UserMessage) or resume_from is not None:
             raise HTTPException(400, f"session_id is required for {request.message['type']} message")
         session_id = str(uuid.uuid4())
         return _event_stream(session_id, _announced(session_id, run_input(runtime, session_id, item, tokens=tokens)))

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -40,14 +39,11 @@ from client.api.models import (
 )
 from client.api.runtime import ApiRuntime, get_runtime, session_id_of
 from client.conversation_client import ConversationError
-from workflows.conversation import ConversationWorkflow
 from workflows.model import (
     AgentSwitchRecord,
     ChatMessage,
-    ConversationInput,
     PendingApproval,
     ToolCall,
-    workflow_id_for,
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -72,13 +68,7 @@ async def create_session(
     """Start a session without a message (sending a `user_message` to a new id starts one as well)."""
     session_id = (request.session_id if request else None) or str(uuid.uuid4())
     try:
-        await runtime.client.start_workflow(
-            ConversationWorkflow.run,
-            ConversationInput(session_id=session_id, config=runtime.session_config),
-            id=workflow_id_for(session_id),
-            task_queue=runtime.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
+        await runtime.conversations.create_session(session_id)
     except WorkflowAlreadyStartedError:
         raise HTTPException(409, f"Session {session_id} already exists") from None
     return CreateSessionResponse(id=session_id, created_at=datetime.now(UTC))
@@ -135,7 +125,7 @@ async def get_session(
 ) -> GetSessionResponse:
     is_active, started = await runtime.describe_status(session_id)
     state = await runtime.state(session_id)
-    history = await runtime.history(session_id)
+    history = await runtime.history(session_id) if include_messages else []
     created_at = state.created_at or started
     duration = (state.last_activity - created_at).total_seconds() if state.last_activity else None
     return GetSessionResponse(
@@ -178,7 +168,7 @@ async def get_pending_approvals(
     session_id: SessionIdPath, runtime: Annotated[ApiRuntime, Depends(get_runtime)]
 ) -> PendingApprovalsResponse:
     """Approvals still waiting for a decision, for an IDE restoring its dialogs (bug B16: always answers)."""
-    pending = await runtime.bounded(runtime.conversations.pending_approvals(session_id))
+    pending = await runtime.conversations.pending_approvals(session_id)
     items = [_pending_item(p) for p in pending]
     return PendingApprovalsResponse(session_id=session_id, pending_approvals=items, count=len(items))
 

@@ -1,8 +1,9 @@
 """What the routes share: the Temporal client, the typed conversation client, settings, and bounded reads.
 
 Every read of a session is a workflow query (the workflow is the source of truth); each is bounded by
-`ApiOptions.query_timeout_seconds` so an endpoint answers 503 instead of hanging when no worker is up (bug B16: the
-restore endpoints always answer). Listing uses Temporal visibility.
+`ApiOptions.query_timeout_seconds` so an endpoint answers instead of hanging when no worker is up (bug B16: the
+restore endpoints always answer). A read that does not arrive in time is diagnosed: a closed session, a session
+whose workflow task keeps failing, or no worker at all each get their own answer. Listing uses Temporal visibility.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from fastapi import HTTPException, Request
@@ -18,6 +19,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.content import ContentStore
 from client.conversation_client import ConversationClient, UnknownSessionError
 from settings import Settings
 from workflows.agents import available_agents
@@ -58,35 +60,52 @@ class ApiOptions:
 class ApiRuntime:
     """Per-process state of the API, kept in `app.state.runtime`."""
 
-    def __init__(self, client: Client, settings: Settings, options: ApiOptions, config: ConversationConfig) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        options: ApiOptions,
+        config: ConversationConfig,
+        content: ContentStore | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.options = options
         self.session_config = config
         self.task_queue = settings.temporal.task_queue
-        self.conversations = ConversationClient(client, task_queue=self.task_queue, config=config)
+        self.conversations = ConversationClient(
+            client,
+            task_queue=self.task_queue,
+            config=config,
+            content=content,
+            answer_timeout=timedelta(seconds=options.query_timeout_seconds),
+        )
         self.agents: frozenset[AgentType] = available_agents(settings.multi_agent_mode)
 
     # --- bounded reads ---
 
-    async def bounded(self, read: Awaitable[T]) -> T:
-        """Await a Temporal read within the query timeout; a timeout or an outage becomes a 503."""
+    async def bounded(self, read: Awaitable[T], session_id: str | None = None) -> T:
+        """Await a Temporal read within the query timeout; when it does not arrive, say why (a closed or stuck
+        session), else answer 503."""
         try:
             return await asyncio.wait_for(read, self.options.query_timeout_seconds)
         except TimeoutError:
+            diagnosis = await self.conversations.diagnose(session_id) if session_id else None
+            if diagnosis is not None:
+                raise diagnosis from None
             raise HTTPException(503, "the session's state did not arrive in time (is a worker running?)") from None
 
     async def state(self, session_id: str) -> SessionState:
-        return await self.bounded(self.conversations.state(session_id))
+        return await self.conversations.state(session_id)
 
     async def history(self, session_id: str) -> list[ChatMessage]:
-        return await self.bounded(self.conversations.history(session_id))
+        return await self.conversations.history(session_id)
 
     async def current_offset(self, session_id: str) -> int | None:
         """The session's next stream offset, or None when the session does not exist."""
         stream = WorkflowStreamClient.create(self.client, workflow_id_for(session_id))
         try:
-            return await self.bounded(stream.get_offset())
+            return await self.bounded(stream.get_offset(), session_id)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 return None

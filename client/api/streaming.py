@@ -39,6 +39,8 @@ from client.conversation_client import (
     ApprovalAlreadyResolvedError,
     ConversationError,
     InvalidInputError,
+    SessionClosedError,
+    SessionStuckError,
     UnknownCallIdError,
     UnknownSessionError,
 )
@@ -56,6 +58,15 @@ from workflows.model import (
 
 Input = UserMessage | ToolResult | HitlDecision | SwitchAgent | PlanDecision | CancelTurn
 
+
+@dataclass(frozen=True)
+class ParsedInput:
+    """One input as the workflow takes it, and how to deliver it."""
+
+    item: Input
+    new_session: bool = False
+
+
 SUPPORTED_TYPES = ("user_message", "tool_result", "hitl_decision", "switch_agent", "plan_decision", "cancel_turn")
 
 _MESSAGE = TypeAdapter[
@@ -67,6 +78,8 @@ _ERROR_CODES: dict[type[Exception], str] = {
     UnknownCallIdError: "unknown_call_id",
     ApprovalAlreadyResolvedError: "approval_already_resolved",
     InvalidInputError: "invalid_input",
+    SessionClosedError: "session_closed",
+    SessionStuckError: "session_stuck",
 }
 
 
@@ -90,7 +103,7 @@ KEEPALIVE = Outgoing(chunk={})
 """Yielded while nothing happens for `keepalive_seconds`; the SSE route writes a comment line for it."""
 
 
-def parse_input(message: Any) -> Input:
+def parse_input(message: Any) -> ParsedInput:
     """The typed input for one `message` object, or InputError naming what is wrong with it."""
     if not isinstance(message, dict):
         raise InputError("message must be a JSON object")
@@ -113,27 +126,30 @@ def parse_input(message: Any) -> Input:
     try:
         match parsed:
             case UserMessageInput():
-                return UserMessage(content=parsed.content, agent_type=parsed.agent_type, message_id=parsed.message_id)
+                user = UserMessage(content=parsed.content, agent_type=parsed.agent_type, message_id=parsed.message_id)
+                return ParsedInput(user, new_session=parsed.new_session)
             case ToolResultInput():
                 error = parsed.error
                 if error is not None and not isinstance(error, str):
                     error = json.dumps(error, ensure_ascii=False)
-                return ToolResult(call_id=parsed.call_id, result=parsed.result, error=error)
+                return ParsedInput(ToolResult(call_id=parsed.call_id, result=parsed.result, error=error))
             case HitlDecisionInput():
-                return HitlDecision(
+                decision = HitlDecision(
                     call_id=parsed.call_id,
                     decision=parsed.decision,
                     modified_arguments=parsed.modified_arguments,
                     feedback=parsed.feedback,
                 )
+                return ParsedInput(decision)
             case SwitchAgentInput():
-                return SwitchAgent(agent_type=parsed.agent_type, reason=parsed.reason)
+                return ParsedInput(SwitchAgent(agent_type=parsed.agent_type, reason=parsed.reason))
             case PlanDecisionInput():
-                return PlanDecision(
+                plan_decision = PlanDecision(
                     approval_request_id=parsed.approval_request_id, decision=parsed.decision, feedback=parsed.feedback
                 )
+                return ParsedInput(plan_decision)
             case CancelTurnInput():
-                return CancelTurn(reason=parsed.reason)
+                return ParsedInput(CancelTurn(reason=parsed.reason))
     except ValidationError as err:
         raise InputError(f"Invalid {kind} message: {_describe(err)}") from None
     raise InputError(f"Unsupported message type: {kind}")  # unreachable: the union is exhaustive
@@ -162,11 +178,11 @@ def error_chunk(session_id: str, message: str, code: str) -> dict[str, Any]:
     return api_chunk(session_id, ChunkType.ERROR.value, message, error=message, metadata={"code": code})
 
 
-async def send_input(runtime: ApiRuntime, session_id: str, item: Input) -> InputReceipt:
+async def send_input(runtime: ApiRuntime, session_id: str, parsed: ParsedInput) -> InputReceipt:
     conversations = runtime.conversations
-    match item:
+    match item := parsed.item:
         case UserMessage():
-            return await conversations.send_user_message(session_id, item)
+            return await conversations.send_user_message(session_id, item, new_session=parsed.new_session)
         case ToolResult():
             return await conversations.send_tool_result(session_id, item)
         case HitlDecision():
@@ -180,7 +196,7 @@ async def send_input(runtime: ApiRuntime, session_id: str, item: Input) -> Input
 
 
 async def run_input(
-    runtime: ApiRuntime, session_id: str, item: Input, *, tokens: bool = False
+    runtime: ApiRuntime, session_id: str, item: ParsedInput, *, tokens: bool = False
 ) -> AsyncIterator[Outgoing]:
     """Deliver one input and yield the session's events up to the next wait point (see the module docstring)."""
     try:
