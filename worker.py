@@ -38,7 +38,11 @@ GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=5)
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    client: Client, settings: Settings, content: ContentStore | None = None
+    client: Client,
+    settings: Settings,
+    content: ContentStore | None = None,
+    *,
+    workflow: type[ConversationWorkflow] = ConversationWorkflow,
 ) -> AsyncIterator[Worker]:
     """A worker polling in the background for as long as the context is open.
 
@@ -47,17 +51,20 @@ async def running_worker(
         settings: Process settings.
         content: The content store, when the caller shares it (an embedded client must use the same one); None
             opens the one the settings describe for the worker's lifetime.
+        workflow: The conversation workflow (tests run a variant with a planted bug).
     """
     check_consistency(settings.approval_policy())
     async with contextlib.AsyncExitStack() as stack:
         if content is None:
             content = await stack.enter_async_context(open_content_store(settings))
-        async with _polling(client, settings, content) as worker:
+        async with _polling(client, settings, content, workflow) as worker:
             yield worker
 
 
 @contextlib.asynccontextmanager
-async def _polling(client: Client, settings: Settings, content: ContentStore) -> AsyncIterator[Worker]:
+async def _polling(
+    client: Client, settings: Settings, content: ContentStore, workflow: type[ConversationWorkflow]
+) -> AsyncIterator[Worker]:
     client = with_content_store(client, content, settings.content.external_storage_threshold)
     async with httpx.AsyncClient() as http, _projection_writer(settings, content) as projection:
         llm = LlmActivities(
@@ -70,7 +77,7 @@ async def _polling(client: Client, settings: Settings, content: ContentStore) ->
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
-            workflows=[ConversationWorkflow],
+            workflows=[workflow],
             activities=[
                 llm.chat_completion,
                 ContentActivities(content).archive_transcript,

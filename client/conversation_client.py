@@ -31,6 +31,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -121,8 +122,8 @@ class SessionStuckError(ConversationError):
             what = f"its workflow task has failed {attempts - 1} times"
             hint = "an operator must deploy a fix; the session then resumes where it stopped"
         else:
-            what = "no worker answered it in time"
-            hint = "check that a worker is running and polling the task queue"
+            what = "no worker answered it in time (is a worker running?)"
+            hint = "start one, or check that it polls the session's task queue"
         detail = f" (last error: {reason})" if reason else ""
         super().__init__(f"session {session_id} cannot make progress: {what}{detail}; {hint}")
         self.session_id = session_id
@@ -143,6 +144,8 @@ _ERRORS_BY_TYPE: dict[str, type[ConversationError]] = {
 EVENT_POLL_COOLDOWN = timedelta(milliseconds=10)
 # An input or a read that a healthy session answers in milliseconds; after this, find out why it did not.
 ANSWER_TIMEOUT = timedelta(seconds=20)
+# Starting a new session under a closed one's id, a second apart (the server's minimal id reuse interval).
+NEW_SESSION_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class ConversationClient:
         self._task_queue = task_queue
         self._config = config or ConversationConfig()
         self._content = content
-        self._answer_timeout = answer_timeout.total_seconds()
+        self._answer_timeout = answer_timeout
 
     @property
     def temporal(self) -> Client:
@@ -225,23 +228,38 @@ class ConversationClient:
             SessionClosedError: The session is closed and `new_session` is False.
         """
         message = message.model_copy(update={"content": await self._offload(message.content)})
-        start = WithStartWorkflowOperation(
-            ConversationWorkflow.run,
-            self._start_input(session_id),
-            id=workflow_id_for(session_id),
-            task_queue=self._task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=_reuse_policy(new_session),
-        )
-        try:
-            return await self._answered(
-                session_id,
-                self._client.execute_update_with_start_workflow(
-                    ConversationWorkflow.submit_user_message, message, start_workflow_operation=start
-                ),
+        for attempt in range(NEW_SESSION_ATTEMPTS):
+            start = WithStartWorkflowOperation(
+                ConversationWorkflow.run,
+                self._start_input(session_id),
+                id=workflow_id_for(session_id),
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=_reuse_policy(new_session),
             )
-        except WorkflowAlreadyStartedError as err:
-            raise await self._closed(session_id) from err
+            try:
+                try:
+                    return await self._answered(
+                        session_id,
+                        self._client.execute_update_with_start_workflow(
+                            ConversationWorkflow.submit_user_message,
+                            message,
+                            start_workflow_operation=start,
+                            rpc_timeout=self._answer_timeout,
+                        ),
+                    )
+                finally:
+                    _retrieve_start_error(start)
+            except WorkflowAlreadyStartedError as err:
+                diagnosis = await self._closed(session_id)
+                if (
+                    not (new_session and isinstance(diagnosis, SessionClosedError))
+                    or attempt + 1 == NEW_SESSION_ATTEMPTS
+                ):
+                    raise diagnosis from err
+                # Temporal refuses to reuse an id within a second of its closing (workflowIdReuseMinimalInterval).
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def signal_user_message(self, session_id: str, message: UserMessage, *, new_session: bool = False) -> None:
         """Fire-and-forget variant: signal-with-start, for callers that follow the event stream anyway."""
@@ -321,11 +339,19 @@ class ConversationClient:
     async def events(self, session_id: str, from_offset: int = 0) -> AsyncIterator[Event]:
         """The session's events from an offset, live; follows continue-as-new."""
         stream = WorkflowStreamClient.create(self._client, workflow_id_for(session_id))
-        async for item in stream.subscribe(
+        subscription = stream.subscribe(
             EVENTS_TOPIC, from_offset, result_type=StreamChunk, poll_cooldown=EVENT_POLL_COOLDOWN
-        ):
-            chunk = item.data if self._content is None else await self._content.resolve_chunk(item.data)
-            yield Event(offset=item.offset, chunk=chunk)
+        )
+        try:
+            async for item in subscription:
+                chunk = item.data if self._content is None else await self._content.resolve_chunk(item.data)
+                yield Event(offset=item.offset, chunk=chunk)
+        except RPCError as err:
+            task_failed = "Workflow Task in failed state" in err.message
+            diagnosis = await self._diagnose_quietly(session_id, task_failed=task_failed)
+            if diagnosis is not None:
+                raise diagnosis from err
+            raise
 
     async def until_wait_point(self, session_id: str, from_offset: int = 0) -> list[Event]:
         """Events from an offset up to and including the next `is_final` one: what one SSE response carries."""
@@ -338,9 +364,10 @@ class ConversationClient:
 
     # --- diagnosis: why a session does not answer ---
 
-    async def diagnose(self, session_id: str) -> ConversationError | None:
+    async def diagnose(self, session_id: str, *, task_failed: bool = False) -> ConversationError | None:
         """Why a session does not take input: unknown, closed, or stuck; None when nothing is wrong that Temporal
-        can tell (then it is slow, or the worker is busy)."""
+        can tell (then it is slow, or the worker is busy). `task_failed`: Temporal already said its workflow task
+        is in a failed state."""
         try:
             description = await self.handle(session_id).describe()
         except RPCError as err:
@@ -351,11 +378,12 @@ class ConversationClient:
             status = description.status.name if description.status else "CLOSED"
             return SessionClosedError(session_id, status, description.close_time)
         pending = description.raw_description.pending_workflow_task
-        if pending.attempt > 1:
-            return SessionStuckError(session_id, pending.attempt, await self._last_task_failure(session_id))
+        if pending.attempt > 1 or task_failed:
+            attempts = max(pending.attempt, 2)
+            return SessionStuckError(session_id, attempts, await self._last_task_failure(session_id))
         if pending.HasField("scheduled_time") and not pending.HasField("started_time"):
             waited = datetime.now(pending.scheduled_time.ToDatetime().tzinfo) - pending.scheduled_time.ToDatetime()
-            if waited.total_seconds() >= self._answer_timeout:
+            if waited >= self._answer_timeout:
                 return SessionStuckError(session_id, 0, None)
         return None
 
@@ -378,17 +406,25 @@ class ConversationClient:
     # --- plumbing ---
 
     async def _answered(self, session_id: str, call: Awaitable[R]) -> R:
-        """Await an input or a read; when it fails or does not arrive in time, say why in the session's terms."""
+        """Await an input or a read (made with `rpc_timeout=self._answer_timeout`); when it fails or does not arrive
+        in time, say why in the session's terms.
+
+        The deadline is the RPC's own, never a cancellation from here: a cancelled SDK call leaves a future whose
+        exception nobody retrieves.
+        """
         try:
-            return await asyncio.wait_for(call, self._answer_timeout)
+            return await call
         except WorkflowUpdateFailedError as err:
             raise _translate(err) from err
-        except TimeoutError as err:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
             raise await self.diagnose(session_id) or SessionStuckError(session_id, 0, None) from err
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise UnknownSessionError(f"no session {session_id!r}") from err
-            diagnosis = await self._diagnose_quietly(session_id)
+            if timed_out(err):
+                raise await self._diagnose_quietly(session_id) or SessionStuckError(session_id, 0, None) from err
+            task_failed = "Workflow Task in failed state" in err.message
+            diagnosis = await self._diagnose_quietly(session_id, task_failed=task_failed)
             if diagnosis is not None:
                 raise diagnosis from err
             raise
@@ -398,19 +434,22 @@ class ConversationClient:
                 raise diagnosis from err
             raise
 
-    async def _diagnose_quietly(self, session_id: str) -> ConversationError | None:
+    async def _diagnose_quietly(self, session_id: str, *, task_failed: bool = False) -> ConversationError | None:
         try:
-            return await self.diagnose(session_id)
+            return await self.diagnose(session_id, task_failed=task_failed)
         except RPCError:
             return None
 
     async def _update(
         self, session_id: str, update: UpdateMethodMultiParam[[ConversationWorkflow, P], R], payload: P
     ) -> R:
-        return await self._answered(session_id, self.handle(session_id).execute_update(update, payload))
+        handle = self.handle(session_id)
+        return await self._answered(
+            session_id, handle.execute_update(update, payload, rpc_timeout=self._answer_timeout)
+        )
 
     async def _query(self, session_id: str, query: Callable[[ConversationWorkflow], R]) -> R:
-        return await self._answered(session_id, self.handle(session_id).query(query))
+        return await self._answered(session_id, self.handle(session_id).query(query, rpc_timeout=self._answer_timeout))
 
     async def _offload(self, text: Any) -> Any:
         if self._content is None:
@@ -422,6 +461,22 @@ class ConversationClient:
 
     async def _resolve_approval(self, approval: PendingApproval) -> PendingApproval:
         return approval if self._content is None else await self._content.resolve_approval(approval)
+
+
+def timed_out(err: RPCError) -> bool:
+    """Whether an RPC ended at its own deadline (the SDK reports `rpc_timeout` as CANCELLED "Timeout expired")."""
+    return err.status is RPCStatusCode.DEADLINE_EXCEEDED or (
+        err.status is RPCStatusCode.CANCELLED and "Timeout expired" in err.message
+    )
+
+
+def _retrieve_start_error(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Mark the start operation's failure as seen. When update-with-start fails, the SDK also sets the error on the
+    operation's handle future; unseen, it is logged at garbage collection, which during a `compile()` (Python 3.11's
+    traceback formatting parses source) crashes the interpreter's AST validation (SystemError)."""
+    future = start._workflow_handle
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 def _reuse_policy(new_session: bool) -> WorkflowIDReusePolicy:

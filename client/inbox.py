@@ -18,7 +18,7 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from client.conversation_client import ConversationClient, UnknownSessionError
+from client.conversation_client import ConversationClient, ConversationError
 from client.visibility import sessions_query, stuck_approvals_query
 from workflows.model import (
     CURRENT_AGENT_ATTRIBUTE,
@@ -140,13 +140,11 @@ async def find_pending_approvals(
 
     Raises:
         UnknownSessionError: `criteria.session_id` names no session.
-        TimeoutError: `criteria.session_id`'s session did not answer within `QUERY_TIMEOUT`.
+        SessionStuckError: `criteria.session_id`'s session did not answer in time (the client's answer timeout).
         RPCError: Temporal refused or could not be reached.
     """
     if criteria.session_id is not None:
-        approvals = await asyncio.wait_for(
-            conversations.pending_approvals(criteria.session_id), QUERY_TIMEOUT.total_seconds()
-        )
+        approvals = await conversations.pending_approvals(criteria.session_id)
         return Inbox(_sorted([InboxEntry(a.session_id, a) for a in approvals if criteria.matches(a, now)]))
     executions: list[WorkflowExecution] = []
     if not scan:
@@ -209,8 +207,8 @@ async def list_sessions(
 async def _ask(query: Callable[[str], Awaitable[T]], session_id: str) -> T | None:
     """A query's answer, or None when the session does not answer in time or is gone."""
     try:
-        return await asyncio.wait_for(query(session_id), QUERY_TIMEOUT.total_seconds())
-    except (TimeoutError, UnknownSessionError):
+        return await query(session_id)
+    except ConversationError:  # gone, closed or not answering (the client's answer timeout is QUERY_TIMEOUT)
         return None
     except RPCError as err:
         if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):

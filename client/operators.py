@@ -46,6 +46,8 @@ from client.conversation_client import (
     ApprovalAlreadyResolvedError,
     ConversationClient,
     InvalidInputError,
+    SessionClosedError,
+    SessionStuckError,
     UnknownCallIdError,
     UnknownSessionError,
 )
@@ -229,8 +231,10 @@ def _exit_for(err: Exception) -> tuple[int | None, str]:
             return EXIT_ALREADY_RESOLVED, str(err)
         case InvalidInputError():
             return EXIT_REFUSED, str(err)
-        case TimeoutError():
-            return EXIT_TIMEOUT, "the session did not answer in time (is a worker running?)"
+        case SessionStuckError():
+            return EXIT_TIMEOUT, str(err)
+        case SessionClosedError():
+            return EXIT_REFUSED, str(err)
         case RPCError() if err.status in (
             RPCStatusCode.UNAVAILABLE,
             RPCStatusCode.DEADLINE_EXCEEDED,
@@ -255,11 +259,15 @@ async def _run(args: argparse.Namespace) -> int:
         return await _COMMANDS[args.command](args)
 
 
-async def _connect() -> tuple[Client, ConversationClient]:
+async def _connect(answer_timeout: timedelta | None = None) -> tuple[Client, ConversationClient]:
     settings = load_settings()
+    answer_timeout = answer_timeout or inbox_module.QUERY_TIMEOUT
     content = await _resources.get().enter_async_context(open_content_store(settings))
     client = await connect_client(settings, content=content)
-    return client, ConversationClient(client, task_queue=settings.temporal.task_queue, content=content)
+    conversations = ConversationClient(
+        client, task_queue=settings.temporal.task_queue, content=content, answer_timeout=answer_timeout
+    )
+    return client, conversations
 
 
 # --- approvals ---
@@ -268,8 +276,8 @@ async def _connect() -> tuple[Client, ConversationClient]:
 async def _approvals(args: argparse.Namespace) -> int:
     if args.action == "list":
         return await _approvals_list(args)
-    _, conversations = await _connect()
-    receipt = await asyncio.wait_for(_decide(conversations, args), args.timeout.total_seconds())
+    _, conversations = await _connect(answer_timeout=args.timeout)
+    receipt = await _decide(conversations, args)
     done = _DECISION_WORDS[Decision(args.action)]
     if receipt.duplicate:
         _out(f"{args.call_id} in session {args.session} was already {done}: no change")

@@ -9,6 +9,7 @@ as an HTTP server reached through httpx, and the same worker code the product ru
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -30,6 +31,7 @@ from client.fake_llm import FakeLlmServer
 from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session
 from worker import running_worker
+from workflows.conversation import ConversationWorkflow
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +58,27 @@ async def fake_llm() -> AsyncIterator[FakeLlmServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def content_dir() -> Iterator[Path]:
-    """The file content store of the test run (large content by reference, archived transcripts)."""
+    """The file content store of the test run (large content by reference, archived transcripts).
+
+    Also the default for every `Settings()` a test builds and every process it starts (through the environment),
+    so no test writes into the checkout's `.agent-runtime/`.
+    """
     folder = Path(tempfile.mkdtemp(prefix="agent-runtime-content-"))
+    previous = os.environ.get(CONTENT_PATH_VARIABLE)
+    os.environ[CONTENT_PATH_VARIABLE] = str(folder)
     try:
         yield folder
     finally:
+        if previous is None:
+            os.environ.pop(CONTENT_PATH_VARIABLE, None)
+        else:
+            os.environ[CONTENT_PATH_VARIABLE] = previous
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CONTENT_PATH_VARIABLE = "AGENT_RUNTIME__CONTENT__PATH"
 
 
 RuntimeFactory = Callable[..., contextlib.AbstractAsyncContextManager[ConversationClient]]
@@ -73,6 +88,7 @@ def _runtime_factory(client: Client, fake_llm: FakeLlmServer, content_dir: Path)
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[ConversationClient]:
         task_queue = overrides.pop("task_queue", None) or f"test-{uuid.uuid4().hex[:8]}"
+        workflow = overrides.pop("workflow", ConversationWorkflow)
         settings = Settings(
             llm_proxy_url=fake_llm.base_url,
             temporal=TemporalSettings(task_queue=task_queue),
@@ -80,7 +96,10 @@ def _runtime_factory(client: Client, fake_llm: FakeLlmServer, content_dir: Path)
             content=overrides.pop("content", None) or ContentSettings(path=content_dir),
             **overrides,
         )
-        async with open_content_store(settings) as content, running_worker(client, settings, content):
+        async with (
+            open_content_store(settings) as content,
+            running_worker(client, settings, content, workflow=workflow),
+        ):
             yield ConversationClient(
                 with_content_store(client, content),
                 task_queue=task_queue,

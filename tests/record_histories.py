@@ -42,11 +42,12 @@ from typing import Any
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
+from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
 from client.database import projection_database
 from client.devstack import start_time_skipping_server
-from client.fake_llm import FakeLlmServer, FakeReply
-from settings import Settings, TemporalSettings
+from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from worker import running_worker
 from workflows.model import CancelTurn, ChunkType, PlanDecision, PlanDecisionKind, workflow_id_for
@@ -186,14 +187,33 @@ async def plan_approved(session: Session, env: WorkflowEnvironment) -> None:
 
 
 async def continue_as_new(session: Session, env: WorkflowEnvironment) -> None:
-    """A new run after every turn: run 1 rejects an approval, run 2 answers with the carried agent, run 3 waits."""
+    """A new run due after every turn: run 1 rejects an approval, run 2 answers with the carried agent (recorded before
+    continue-as-new-on-input: then run 3 waited; now a run ends when the next input arrives, so run 2 waits)."""
     await _park_write(session)
     session.script(text("Okay."))
     await session.decide("call_w1", "reject", feedback="not now")
     assert final(await session.events()).content == "Okay."
     session.script(text("Still the coder."))
     assert types(await session.say("anything else?")) == ["assistant_message"]
-    assert (await session.client.state(session.id)).run == 3
+    assert (await session.client.state(session.id)).run == 2
+
+
+async def archived_transcript(session: Session, env: WorkflowEnvironment) -> None:
+    """A new run after every turn with the projection on: a large result stored by reference, a call refused by its
+    schema, the older turns archived at each continue-as-new (transcript-archive, projection-bounded-outbox)."""
+    session.script(
+        classify("coder"),
+        FakeReply(tool_calls=[FakeToolCall(id="call_bad", name="read_file", arguments={"path": 7})]),
+        call("read_file", "call_r1", path="big.py"),
+    )
+    assert final(await session.say("read big.py")).call_id == "call_r1"
+    session.script(text("Read it."))
+    await session.result("call_r1", "x = 1\n" * 5_000)
+    assert final(await session.events()).content == "Read it."
+    session.script(text("Still here."))
+    # The next input ends the run (continue-as-new-on-input); the new run reads the archived turn back.
+    assert final(await session.say("and now?")).content == "Still here."
+    assert (await session.client.state(session.id)).run == 2
 
 
 async def cancel_turn(session: Session, env: WorkflowEnvironment) -> None:
@@ -223,6 +243,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("continue_as_new", continue_as_new, _QUIET | {"continue_as_new_after_turns": 1}),
     Scenario("cancel_turn", cancel_turn, _QUIET),
     Scenario("projected_approval", approve_tool_result, database=True),
+    Scenario("archived_transcript", archived_transcript, _QUIET | {"continue_as_new_after_turns": 1}, database=True),
 )
 
 
@@ -240,9 +261,21 @@ async def scenario_runtime(
         if scenario.database:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-pg-")))
             overrides["database_url"] = await stack.enter_async_context(projection_database(Settings(), folder))
-        settings = Settings(llm_proxy_url=llm.base_url, temporal=TemporalSettings(task_queue=task_queue), **overrides)
-        await stack.enter_async_context(running_worker(client, settings))
-        conversations = ConversationClient(client, task_queue=task_queue, config=settings.conversation_config())
+        content_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-content-")))
+        settings = Settings(
+            llm_proxy_url=llm.base_url,
+            temporal=TemporalSettings(task_queue=task_queue),
+            content=ContentSettings(path=content_folder),
+            **overrides,
+        )
+        content = await stack.enter_async_context(open_content_store(settings))
+        await stack.enter_async_context(running_worker(client, settings, content))
+        conversations = ConversationClient(
+            with_content_store(client, content),
+            task_queue=task_queue,
+            config=settings.conversation_config(),
+            content=content,
+        )
         yield Session(conversations, llm, id=scenario.session_id + suffix)
 
 

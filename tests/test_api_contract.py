@@ -522,3 +522,29 @@ async def test_cancel_turn_through_the_stream(api: Api) -> None:
     await api.history(session_id)
     idle = final(await api.post(session_id, {"type": "cancel_turn"}))
     assert idle["type"] == "status" and idle["metadata"] == {"accepted": False}
+
+
+# --- sessions that never wedge, over the wire ---
+
+
+async def test_a_large_tool_result_over_http_is_kept_whole(api: Api) -> None:
+    """A 3 MB file read through the HTTP API: stored by reference, returned whole by /history."""
+    content = ("0123456789abcdef" * 64 + "\n") * 3_000
+    session_id = api.new_session(classify("coder"), call("read_file", "call_big", path="big.txt"), text("Read it."))
+    assert final(await api.say(session_id, "read big.txt"))["call_id"] == "call_big"
+    assert final(await api.result(session_id, "call_big", result=content))["content"] == "Read it."
+    [tool] = [m for m in await api.history(session_id) if m.role == "tool"]
+    assert tool.content == content
+
+
+async def test_a_closed_session_is_refused_clearly_unless_a_new_one_is_asked_for(api: Api) -> None:
+    session_id = api.new_session(classify("ask"), text("first"))
+    final(await api.say(session_id, "hello"))
+    await api.conversations.handle(session_id).terminate("operator")
+    refused = final(await api.say(session_id, "are you there?"))
+    assert refused["type"] == "error" and refused["metadata"]["code"] == "session_closed"
+    assert f"session {session_id} is closed (terminated" in refused["content"]
+    response = await api.http.post("/sessions", json={"session_id": session_id})
+    assert response.status_code == 409
+    api.llm.script(session_id, [classify("ask"), text("fresh start")])
+    assert final(await api.say(session_id, "again", new_session=True))["content"] == "fresh start"

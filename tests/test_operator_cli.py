@@ -322,10 +322,11 @@ async def test_replay_from_the_server_follows_continue_as_new(
 ) -> None:
     async with runtime(dev_server, fake_llm, continue_as_new_after_turns=1) as client:
         session = Session(client, fake_llm)
-        session.script(classify("ask"), text("One."), text("Two."))
+        session.script(classify("ask"), text("One."), text("Two."), text("Three."))
         final(await session.say("first"))
         final(await session.say("second"))
-        assert (await client.state(session.id)).run == 3  # a new run after each turn
+        final(await session.say("third"))
+        assert (await client.state(session.id)).run == 3  # a new run for each input after the first
     workflow_id = workflow_id_for(session.id)
 
     by_id = await agent_runtime("replay", "--workflow-id", workflow_id)

@@ -555,9 +555,12 @@ async def test_a_session_continues_as_new_while_a_write_waits_for_postgres(
     async with dev_runtime_with(database_url=postgres.dsn, continue_as_new_after_turns=1) as client:
         session = Session(client, fake_llm)
         async with postgres_down(postgres) as outage:
-            session.script(classify("ask"), text("Hello."))
+            session.script(classify("ask"), text("Hello."), text("Again."))
             assert final(await session.say("hello")).content == "Hello."
             handle = client.handle(session.id)
+            # The next input ends the run (continue-as-new-on-input), while its write waits for the database.
+            await waiting_write(handle)
+            assert final(await session.say("again")).content == "Again."
 
             async def second_run() -> bool:
                 started = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes
@@ -569,7 +572,7 @@ async def test_a_session_continues_as_new_while_a_write_waits_for_postgres(
 
         async def caught_up() -> bool:
             row = await reader.get_session(session.id)
-            return row is not None and len(await reader.history(session.id)) == len(history) == 2
+            return row is not None and len(await reader.history(session.id)) == len(history) == 4
 
         done = await until(caught_up, "the next run to write the first run's records", CATCH_UP_BOUND_SECONDS)
         report_catch_up("conversation across continue-as-new", outage, done)

@@ -7,15 +7,22 @@ HTTP, and proves that the session answers the next message and that its history 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
-from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError
+from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError, SessionStuckError
 from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for
+from tests.workflow_changes import BugBetweenTurnsWorkflow, BugInATurnWorkflow
 from workflows.content import RAW_INPUT_LIMIT
-from workflows.model import ChunkType, ToolResult, UserMessage, workflow_id_for
+from workflows.model import (
+    ChunkType,
+    ToolResult,
+    UserMessage,
+    workflow_id_for,
+)
 
 # Temporal warns at 512 KB per payload (and refuses at 2 MB); a bounded session stays far below.
 PAYLOAD_WARNING = 512 * 1024
@@ -162,9 +169,10 @@ ADVERSARIAL: dict[str, list[FakeToolCall]] = {
 
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
 async def test_any_model_output_is_survivable(case: str, runtime_with: RuntimeFactory, fake_llm: FakeLlmServer) -> None:
-    async with runtime_with(tool_call_budget=50) as client:
+    # The universal agent may call every tool, the runtime's own (echo, calculator) included.
+    async with runtime_with(tool_call_budget=50, multi_agent_mode=False) as client:
         session = Session(client, fake_llm)
-        session.script(classify("coder"), FakeReply(content="On it.\x00", tool_calls=ADVERSARIAL[case]))
+        session.script(FakeReply(content="On it.\x00", tool_calls=ADVERSARIAL[case]))
         if case != "completion starting with [Error]":
             session.script(text("I recovered."))
         chunks = await session.say("do the thing")
@@ -183,6 +191,12 @@ async def test_any_model_output_is_survivable(case: str, runtime_with: RuntimeFa
             errors = [m for m in history if m.role == "tool" and str(m.content).startswith("Error:")]
             if case not in ("duplicate call ids", "NUL bytes", "a huge call id"):
                 assert errors, "the model is told what was wrong with its call"
+            if case == "dozens of calls":
+                assert len(errors) == 8 and all("at most 32" in str(m.content) for m in errors)
+            if case == "NUL bytes":
+                assert [m.content for m in history if m.role == "tool"] == ["a\x00b"]
+            if case == "duplicate call ids":
+                assert [m.content for m in history if m.role == "tool"] == ["2", "4"]
         session.script(text("Next answer."))
         assert final(await session.say("next")).content == "Next answer."
         await session.history()
@@ -244,3 +258,49 @@ async def test_a_raw_signal_with_an_oversized_result_is_cut_not_dropped(session:
     [tool] = [m for m in await session.history() if m.role == "tool"]
     assert isinstance(tool.content, str) and len(tool.content) <= RAW_INPUT_LIMIT
     assert "200,000 characters in all" in tool.content
+
+
+async def test_a_bug_inside_a_turn_ends_the_turn_not_the_session(
+    runtime_with: RuntimeFactory, fake_llm: FakeLlmServer
+) -> None:
+    async with runtime_with(workflow=BugInATurnWorkflow, multi_agent_mode=False) as client:
+        session = Session(client, fake_llm)
+        echo = FakeReply(
+            tool_calls=[
+                FakeToolCall(id="c_ok", name="echo", arguments={"text": "fine"}),
+                FakeToolCall(id="c_boom", name="echo", arguments={"text": "boom"}),
+                FakeToolCall(id="c_after", name="echo", arguments={"text": "never run"}),
+            ]
+        )
+        session.script(echo)
+        last = final(await session.say("echo things"))
+        assert last.type is ChunkType.ERROR and (last.metadata or {}).get("code") == "turn_failed"
+        assert "planted bug in echo" in (last.error or "")
+        history = await session.history()
+        assert [tool_messages_for(history, c)[0].content for c in ("c_ok", "c_boom", "c_after")][0] == "fine"
+        assert str(tool_messages_for(history, "c_boom")[0].content).startswith("Error: not executed: the turn failed")
+        state = await client.state(session.id)
+        assert state.counters.turn_failures == 1 and state.status == "idle" and not state.outstanding_calls
+        session.script(text("Recovered."))
+        assert final(await session.say("still there?")).content == "Recovered."
+
+
+async def test_a_session_whose_workflow_task_fails_is_reported_as_stuck_with_the_reason(
+    dev_runtime_with: RuntimeFactory, fake_llm: FakeLlmServer
+) -> None:
+    async with dev_runtime_with(workflow=BugBetweenTurnsWorkflow, multi_agent_mode=False) as client:
+        session = Session(client, fake_llm)
+        session.script(text("noted"))
+        final(await session.say("crash"))
+        impatient = ConversationClient(
+            client.temporal, task_queue="unused", content=client.content, answer_timeout=timedelta(seconds=3)
+        )
+        # The next input wakes the loop, where the bug fails every workflow task: the session cannot go on.
+        with pytest.raises(SessionStuckError) as caught:
+            await impatient.send_user_message(session.id, UserMessage(content="hello?"))
+        assert caught.value.attempts > 1
+        assert "planted bug between turns" in (caught.value.reason or "")
+        assert f"session {session.id} cannot make progress" in str(caught.value)
+        with pytest.raises(SessionStuckError):
+            await impatient.state(session.id)
+        await client.handle(session.id).terminate("test over")

@@ -1,4 +1,6 @@
-"""Workflow code changed in ways that break running sessions, for proving that `agent-runtime replay` catches them."""
+"""Workflow code changed: in ways that break running sessions (for proving that `agent-runtime replay` catches them),
+and with planted bugs (for proving that a bug costs a turn, not a session). Kept apart from the tests because the
+workflow sandbox imports the module that defines a workflow."""
 
 from __future__ import annotations
 
@@ -6,8 +8,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows.conversation import ConversationWorkflow
-from workflows.model import CONVERSATION_WORKFLOW, ConversationInput
+# Passed through like the product's own workflow module does: a second, sandboxed copy of the contract types would
+# make the workflow's values fail validation in the real module's models.
+with workflow.unsafe.imports_passed_through():
+    from workflows.content import Content
+    from workflows.conversation import ConversationWorkflow
+    from workflows.model import CONVERSATION_WORKFLOW, ConversationInput, ToolCall
 
 
 @workflow.defn(name=CONVERSATION_WORKFLOW)
@@ -22,3 +28,39 @@ class TimerFirstConversationWorkflow(ConversationWorkflow):
     async def run(self, input: ConversationInput) -> None:
         await workflow.sleep(timedelta(seconds=1))
         await super().run(input)
+
+
+@workflow.defn(name=CONVERSATION_WORKFLOW)
+class BugInATurnWorkflow(ConversationWorkflow):
+    """The product's workflow with a planted bug inside a turn: the echo tool crashes on "boom"."""
+
+    @workflow.init
+    def __init__(self, input: ConversationInput) -> None:
+        super().__init__(input)
+
+    @workflow.run
+    async def run(self, input: ConversationInput) -> None:
+        await super().run(input)
+
+    def _run_runtime_tool(self, call: ToolCall) -> Content:
+        if call.name == "echo" and call.arguments.get("text") == "boom":
+            raise RuntimeError("planted bug in echo")
+        return super()._run_runtime_tool(call)
+
+
+@workflow.defn(name=CONVERSATION_WORKFLOW)
+class BugBetweenTurnsWorkflow(ConversationWorkflow):
+    """The product's workflow with a planted bug outside any turn, once a user has said "crash"."""
+
+    @workflow.init
+    def __init__(self, input: ConversationInput) -> None:
+        super().__init__(input)
+
+    @workflow.run
+    async def run(self, input: ConversationInput) -> None:
+        await super().run(input)
+
+    def _should_continue_as_new(self) -> bool:
+        if any(m.content == "crash" for m in self._history.messages):
+            raise RuntimeError("planted bug between turns")
+        return super()._should_continue_as_new()

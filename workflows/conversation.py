@@ -114,6 +114,7 @@ with workflow.unsafe.imports_passed_through():
 CANCELLABLE_TURNS_PATCH = "cancellable-turns"
 # Sessions started before the transcript was archived at continue-as-new carry their whole history (and replay so).
 TRANSCRIPT_ARCHIVE_PATCH = "transcript-archive"
+CONTINUE_ON_INPUT_PATCH = "continue-as-new-on-input"
 
 # --- Bounds: what one run holds and carries over continue-as-new, whatever the session's length ---
 # Continue-as-new once this run's messages add this much (characters) to workflow state: every LLM call sends them,
@@ -122,8 +123,11 @@ HISTORY_SIZE_LIMIT = 96 * 1024
 # Of those, the newest turns that stay in the next run (the rest is archived in the content store).
 HISTORY_SIZE_KEPT = 24 * 1024
 # Event log entries kept across continue-as-new (older offsets are answered from the retained base), and their size.
-EVENTS_KEPT_ON_CONTINUE = 200
-EVENTS_SIZE_KEPT_ON_CONTINUE = 128 * 1024
+EVENTS_KEPT_ON_CONTINUE = 100
+EVENTS_SIZE_KEPT_ON_CONTINUE = 48 * 1024
+# Deduplication state of the stream's publishers (one per LLM call) is kept this long over continue-as-new; it must
+# outlast a publisher's retries, and an LLM activity lives at most its timeout plus a margin (workflows/llm_calls.py).
+STREAM_PUBLISHER_TTL = timedelta(minutes=5)
 # The newest message ids remembered for deduplication (older repeats would run again: days of conversation back).
 MESSAGE_IDS_KEPT = 1000
 # Settled approvals carried so that late repeats are recognised; pending ones are always carried.
@@ -191,8 +195,15 @@ class ConversationWorkflow:
         # Sessions started before turns could be cancelled replay the way they ran: awaited directly.
         cancellable = workflow.patched(CANCELLABLE_TURNS_PATCH)
         self._archives_transcript = workflow.patched(TRANSCRIPT_ARCHIVE_PATCH)
+        # A run used to end as soon as a turn made it due, so the gateway's next message often reached a run that was
+        # closing and was refused and retried (about a second at the client). It now ends when the next input
+        # arrives: the run accepts it at once, then hands it over with the rest.
+        continues_on_input = workflow.patched(CONTINUE_ON_INPUT_PATCH)
         while True:
-            await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
+            if continues_on_input:
+                await workflow.wait_condition(lambda: bool(self._inbox))
+            else:
+                await workflow.wait_condition(lambda: bool(self._inbox) or self._should_continue_as_new())
             if self._should_continue_as_new():
                 await self._continue_as_new()
             item = self._inbox.popleft()
@@ -1108,7 +1119,8 @@ class ConversationWorkflow:
                     carried=self._carried_state(*carried_history),
                     stream_state=stream_state,
                 )
-            ]
+            ],
+            publisher_ttl=max(STREAM_PUBLISHER_TTL, 2 * timedelta(seconds=self._config.llm_timeout_seconds)),
         )
 
     async def _archive_older_turns(self) -> tuple[list[ChatMessage], int]:

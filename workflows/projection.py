@@ -132,6 +132,7 @@ class Projection:
         # Bounded outbox: how many records at the head of `_records` the write in flight carries, and that write.
         self._in_flight = 0
         self._write_handle: workflow.ActivityHandle[Any] | None = None
+        self._write_waits = False  # the write in flight waits for a database that is down
         self._quiescing = False
         self._unreported_drops = 0
         self.dropped = 0
@@ -179,14 +180,16 @@ class Projection:
     async def quiesce(self) -> None:
         """Stop writing, for continue-as-new: call right before it; the projection writes nothing more in this run.
 
-        No new write starts; a write in flight is cancelled and awaited (if it completed first, its result counts),
-        so no activity result can arrive during the continue-as-new task. Unwritten records stay in `pending`.
-        Runs without the bounded outbox (older sessions, replayed) return at once, as they always did.
+        No new write starts, and the write in flight is awaited, so no activity result can arrive during the
+        continue-as-new task. A write that waits for a database that is down is cancelled rather than awaited (it
+        could take minutes); an ordinary write is left to finish (a few milliseconds), since cancelling an activity
+        that has just completed is a needless race. Unwritten records stay in `pending`. Runs without the bounded
+        outbox (older sessions, replayed) return at once, as they always did.
         """
         if not self._bounded or self._flusher is None:
             return
         self._quiescing = True
-        if self._write_handle is not None and not self._write_handle.done():
+        if self._write_handle is not None and not self._write_handle.done() and self._write_waits:
             self._write_handle.cancel()
         await self._flusher
 
@@ -347,7 +350,7 @@ class Projection:
             if self._quiescing:
                 return
             self._in_flight = self._batch_size()
-            waiting = self._down
+            waiting = self._write_waits = self._down
             sent_at = workflow.now()
             try:
                 result = await self._write_batch(self._records[: self._in_flight], wait_for_database=waiting)

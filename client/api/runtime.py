@@ -15,12 +15,11 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from fastapi import HTTPException, Request
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.content import ContentStore
-from client.conversation_client import ConversationClient, UnknownSessionError
+from client.conversation_client import ConversationClient, UnknownSessionError, timed_out
 from settings import Settings
 from workflows.agents import available_agents
 from workflows.model import (
@@ -34,6 +33,9 @@ from workflows.model import (
 )
 
 T = TypeVar("T")
+
+# The workflow stream's offset query (temporalio.contrib.workflow_streams: WorkflowStreamClient.get_offset).
+STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,18 @@ class ApiRuntime:
         try:
             return await asyncio.wait_for(read, self.options.query_timeout_seconds)
         except TimeoutError:
-            diagnosis = await self.conversations.diagnose(session_id) if session_id else None
-            if diagnosis is not None:
-                raise diagnosis from None
-            raise HTTPException(503, "the session's state did not arrive in time (is a worker running?)") from None
+            raise await self._unanswered(session_id) from None
+
+    async def _unanswered(self, session_id: str | None) -> Exception:
+        """Why a read of a session did not arrive: its diagnosis, or a 503."""
+        diagnosis = await self.conversations.diagnose(session_id) if session_id else None
+        if diagnosis is not None:
+            return diagnosis
+        return HTTPException(503, "the session's state did not arrive in time (is a worker running?)")
+
+    @property
+    def _read_timeout(self) -> timedelta:
+        return timedelta(seconds=self.options.query_timeout_seconds)
 
     async def state(self, session_id: str) -> SessionState:
         return await self.conversations.state(session_id)
@@ -103,22 +113,29 @@ class ApiRuntime:
 
     async def current_offset(self, session_id: str) -> int | None:
         """The session's next stream offset, or None when the session does not exist."""
-        stream = WorkflowStreamClient.create(self.client, workflow_id_for(session_id))
+        handle = self.client.get_workflow_handle(workflow_id_for(session_id))
         try:
-            return await self.bounded(stream.get_offset(), session_id)
+            # The stream's offset query (WorkflowStreamClient.get_offset), with an RPC deadline of its own.
+            return await handle.query(STREAM_OFFSET_QUERY, result_type=int, rpc_timeout=self._read_timeout)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 return None
+            if timed_out(err):
+                raise await self._unanswered(session_id) from err
             raise
+        except WorkflowQueryFailedError as err:
+            raise await self.conversations.diagnose(session_id) or err from err
 
     async def describe_status(self, session_id: str) -> tuple[bool, datetime]:
         """(is the workflow running, when it started); raises UnknownSessionError."""
         handle = self.client.get_workflow_handle(workflow_id_for(session_id))
         try:
-            description = await self.bounded(handle.describe())
+            description = await handle.describe(rpc_timeout=self._read_timeout)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise UnknownSessionError(f"no session {session_id!r}") from err
+            if timed_out(err):
+                raise HTTPException(503, "Temporal did not answer in time") from err
             raise
         return description.status == WorkflowExecutionStatus.RUNNING, description.start_time
 

@@ -201,6 +201,8 @@ async def run_input(
     """Deliver one input and yield the session's events up to the next wait point (see the module docstring)."""
     try:
         offset = await runtime.current_offset(session_id) or 0
+        if item.new_session and offset and not (await runtime.describe_status(session_id))[0]:
+            offset = 0  # the closed session is replaced by a new one, whose stream starts over
         # Shielded: a client that hangs up mid-request must not leave it unknown whether the input was delivered.
         receipt = await asyncio.shield(send_input(runtime, session_id, item))
     except ConversationError as err:
