@@ -157,3 +157,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def describe_dsn(dsn: str) -> str:
+    """A DSN fit for printing: a password, in the user part or as a `password=` parameter, is masked."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return "(a malformed DSN)"
+    credentials, at, location = rest.rpartition("@")
+    if at and ":" in credentials:
+        rest = f"{credentials.split(':', 1)[0]}:***@{location}"
+    return f"{scheme}://" + re.sub(r"(?i)(password=)[^&]*", r"\1***", rest)

@@ -63,8 +63,8 @@ from temporalio.testing import WorkflowEnvironment
 
 import activities.llm as llm_activity
 from client.conversation_client import EVENT_POLL_COOLDOWN, ConversationClient, Event
-from client.devstack import start_dev_server, temporal_cli_path
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, ReceivedRequest
+from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, ReceivedRequest
+from devstack.temporal import start_dev_server, temporal_cli_path
 from settings import Settings, TemporalSettings
 from worker import running_worker
 from workflows.model import (

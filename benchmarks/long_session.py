@@ -68,8 +68,8 @@ from temporalio.api.enums.v1 import EventType
 
 from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
-from client.devstack import start_dev_server
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from devstack.temporal import start_dev_server
 from settings import ContentSettings, Settings, TemporalSettings
 from worker import running_worker
 from workflows.conversation import HISTORY_SIZE_LIMIT

@@ -25,9 +25,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities.postgres import apply_migrations, close_pool, create_pool
 from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
-from client.database import EmbeddedPostgres
-from client.devstack import DevServer, start_dev_server, start_time_skipping_server
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import DevServer, start_dev_server, start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session
 from worker import running_worker

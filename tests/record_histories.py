@@ -44,9 +44,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
-from client.database import projection_database
-from client.devstack import start_time_skipping_server
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from devstack.postgres import projection_database
+from devstack.temporal import start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from worker import running_worker

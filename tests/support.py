@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client.conversation_client import ConversationClient
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.fake_llm import FakeLlmServer, FakeReply
 from workflows.model import (
     ChatMessage,
     ChunkType,

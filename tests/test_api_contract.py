@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from client.api import create_app
-from client.devstack import DevServer, free_port
-from client.embedded_server import EmbeddedServer
-from client.fake_llm import FakeLlmServer
+from api import create_app
+from devstack.embedded_server import EmbeddedServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.temporal import DevServer, free_port
 from settings import Settings, TemporalSettings
 from tests import test_api_support as support
 from tests.support import call, classify, text

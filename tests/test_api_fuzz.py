@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from client.api import ApiOptions
-from client.devstack import DevServer
-from client.fake_llm import FakeLlmServer
+from api import ApiOptions
+from devstack.fake_llm import FakeLlmServer
+from devstack.temporal import DevServer
 from tests import test_api_support as support
 from tests.test_api_support import AUTH, Api, read_sse
 

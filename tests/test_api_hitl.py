@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from client.fake_llm import FakeReply
+from devstack.fake_llm import FakeReply
 from tests import test_api_support as support
 from tests.support import call, classify, text, tool_messages_for
 from tests.test_api_support import AUTH, KEY, Api, SseEvent, assert_original_shape, final, types

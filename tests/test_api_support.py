@@ -19,11 +19,11 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from client.api import ApiOptions, create_app
+from api import ApiOptions, create_app
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer, start_dev_server
-from client.embedded_server import EmbeddedServer
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.embedded_server import EmbeddedServer
+from devstack.fake_llm import FakeLlmServer, FakeReply
+from devstack.temporal import DevServer, start_dev_server
 from settings import Settings, TemporalSettings
 from tests.support import assert_provider_valid
 from worker import running_worker

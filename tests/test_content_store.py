@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from activities.content import ContentStore
 from activities.payload_drivers import ContentStoreUnavailable, FilePayloadDriver, PostgresPayloadDriver
 from client.connection import with_content_store
-from client.database import EmbeddedPostgres
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.postgres import EmbeddedPostgres
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text
 from tests.test_scenarios_bounded import largest_event

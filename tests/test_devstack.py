@@ -16,7 +16,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from client.connection import connect_client
-from client.devstack import (
+from devstack.temporal import (
     DevStackError,
     _find_binary,
     free_port,

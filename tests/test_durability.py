@@ -41,9 +41,9 @@ from temporalio.client import Client
 
 from activities.persistence import PROJECTION_TABLES, ProjectionReader
 from client.conversation_client import ConversationClient
-from client.database import EmbeddedPostgres
-from client.devstack import DevServer, free_port, start_dev_server
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.fake_llm import FakeLlmServer, FakeReply
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import DevServer, free_port, start_dev_server
 from settings import ENV_PREFIX, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from tests.test_projection import Transcript, assert_projection_equals_workflow

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-import client.fake_llm
-from client.fake_llm import (
+import devstack.fake_llm
+from devstack.fake_llm import (
     FakeLlmServer,
     FakeReply,
     FakeToolCall,
@@ -494,13 +494,13 @@ def test_context_window_is_configurable_at_construction_and_on_the_command_line(
         FakeLlmServer(context_window=0)
 
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr(client.fake_llm, "serve", lambda host, port, **options: served.append(options))
-    assert client.fake_llm.main(["--port", "0", "--context-window", "8192"]) == 0
+    monkeypatch.setattr(devstack.fake_llm, "serve", lambda host, port, **options: served.append(options))
+    assert devstack.fake_llm.main(["--port", "0", "--context-window", "8192"]) == 0
     assert served[-1]["context_window"] == 8192
-    assert client.fake_llm.main([]) == 0
+    assert devstack.fake_llm.main([]) == 0
     assert served[-1]["context_window"] is None
     with pytest.raises(SystemExit):
-        client.fake_llm.main(["--context-window", "0"])
+        devstack.fake_llm.main(["--context-window", "0"])
 
 
 # --- Default brain ---

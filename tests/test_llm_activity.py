@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.content import ContentStore
 from activities.llm import LlmActivities, StreamAccumulator, parse_completion
 from activities.payload_drivers import FilePayloadDriver
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
+from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
 from workflows.model import (
     LLM_BAD_RESPONSE_ERROR,
     LLM_REQUEST_REJECTED_ERROR,

@@ -1,6 +1,6 @@
 """The operator commands through the real `agent-runtime` entry point, against the Temporal dev server.
 
-Each command runs `client.cli.main` in a thread (it owns its event loop, as in a terminal), configured only by
+Each command runs `cli.main.main` in a thread (it owns its event loop, as in a terminal), configured only by
 AGENT_RUNTIME__* variables; sessions are driven by a real worker and the fake LLM over HTTP.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from client import inbox, replay
-from client.cli import main
+from cli import inbox, replay
+from cli.main import main
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer, free_port, start_dev_server
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.fake_llm import FakeLlmServer, FakeReply
+from devstack.temporal import DevServer, free_port, start_dev_server
 from settings import Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text
 from tests.workflow_changes import TimerFirstConversationWorkflow
@@ -375,7 +375,7 @@ async def test_replay_gate_as_a_process(
     assert (await agent_runtime("export", session.id, "-o", str(target))).code == 0
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("AGENT_RUNTIME__")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli", "replay", str(target), "--workflow-id", workflow_id_for(session.id),
+        sys.executable, "-m", "cli.main", "replay", str(target), "--workflow-id", workflow_id_for(session.id),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await process.communicate()

@@ -1,6 +1,6 @@
 """The product's commands as an operator runs them: real subprocesses, configured only through the environment.
 
-`agent-runtime demo` plays the seed incident on its own embedded stack and must leave nothing running;
+`./run demo` plays the seed incident on its own embedded stack and must leave nothing running;
 `python worker.py` serves conversations from a dev server and stops cleanly on Ctrl-C (SIGINT); a bad setting
 stops `agent-runtime worker` before it connects anywhere, naming the variable; `agent-runtime check` passes on the
 defaults.
@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.temporal import DevServer
 from settings import ENV_PREFIX, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 AGENT_RUNTIME = BIN_DIR / "agent-runtime"
+# The README's commands: `./run demo` and `./run dev` start the embedded stack (python -m devstack).
+RUN = REPO_ROOT / "run"
 
 DEMO_TIMEOUT_SECONDS = 120
 SIGINT_EXIT_SECONDS = 10
@@ -167,7 +169,7 @@ def _still_running(info: _ProcInfo) -> bool:
 
 async def test_demo_runs_the_seed_incident_and_leaves_nothing_running() -> None:
     started = time.monotonic()
-    async with _running(AGENT_RUNTIME, "demo", env=_env()) as demo:
+    async with _running(RUN, "demo", env=_env()) as demo:
         descendants: dict[tuple[int, int], _ProcInfo] = {}
         while demo.process.returncode is None and time.monotonic() - started < DEMO_TIMEOUT_SECONDS:
             descendants |= {(p.pid, p.start_time): p for p in _descendants(demo.process.pid)}

@@ -28,8 +28,8 @@ from activities.persistence import (
     ProjectionReader,
 )
 from activities.postgres import apply_migrations, create_pool, load_migrations
-from client.database import EmbeddedPostgres
-from client.fake_llm import FakeReply
+from devstack.fake_llm import FakeReply
+from devstack.postgres import EmbeddedPostgres
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, types
 from workflows.model import (

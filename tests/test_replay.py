@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
 from tests.record_histories import HISTORY_DIR, SCENARIOS, Scenario, record_scenario, recorded_files
 from workflows.conversation import ConversationWorkflow
 from workflows.model import CONVERSATION_WORKFLOW, ConversationInput

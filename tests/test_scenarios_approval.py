@@ -9,7 +9,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ApprovalAlreadyResolvedError, UnknownCallIdError
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
 from workflows.model import ApprovalPolicy, ApprovalRule, ApprovalStatus, ChunkType

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError, SessionStuckError
-from client.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
+from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for
 from tests.workflow_changes import BugBetweenTurnsWorkflow, BugInATurnWorkflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from client.fake_llm import FakeReply
+from devstack.fake_llm import FakeReply
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
 from workflows.model import CancelTurn, ChunkType, UserMessage
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from client.conversation_client import ApprovalAlreadyResolvedError, InvalidInputError
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.fake_llm import FakeLlmServer, FakeReply
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
 from workflows.model import AgentType, ChunkType, SwitchAgent, UserMessage

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from client.conversation_client import ApprovalAlreadyResolvedError, InvalidInputError
-from client.fake_llm import FakeLlmServer, FakeReply
+from devstack.fake_llm import FakeLlmServer, FakeReply
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
 from workflows.model import ChunkType, PlanDecision, PlanDecisionKind

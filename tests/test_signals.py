@@ -10,7 +10,7 @@ import uuid
 
 from temporalio.api.enums.v1 import EventType
 
-from client.fake_llm import FakeLlmServer
+from devstack.fake_llm import FakeLlmServer
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, types
 from workflows.conversation import ConversationWorkflow

@@ -12,8 +12,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ConversationClient
-from client.fake_llm import FakeLlmServer, FakeReply
 from client.telemetry import telemetry
+from devstack.fake_llm import FakeLlmServer, FakeReply
 from settings import OtelSettings, Settings, TemporalSettings
 from tests.support import Session, call, classify, final
 from worker import running_worker

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
+from cli.visibility import stuck_approvals_query
 from client.connection import ensure_search_attributes, session_config
 from client.conversation_client import ConversationClient
-from client.devstack import DevServer
-from client.fake_llm import FakeLlmServer
-from client.visibility import stuck_approvals_query
+from devstack.fake_llm import FakeLlmServer
+from devstack.temporal import DevServer
 from settings import Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text
 from worker import running_worker

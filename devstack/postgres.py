@@ -33,20 +33,17 @@ import importlib.util
 import logging
 import os
 import pwd
-import re
 import shlex
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
-from activities.postgres import apply_migrations
 from settings import Settings
 
 log = logging.getLogger("agent_runtime.database")
@@ -347,17 +344,6 @@ async def projection_database(settings: Settings, data_dir: Path = DEFAULT_DATA_
         yield server.dsn
 
 
-def describe_dsn(dsn: str) -> str:
-    """A DSN fit for printing: a password, in the user part or as a `password=` parameter, is masked."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep:
-        return "(a malformed DSN)"
-    credentials, at, location = rest.rpartition("@")
-    if at and ":" in credentials:
-        rest = f"{credentials.split(':', 1)[0]}:***@{location}"
-    return f"{scheme}://" + re.sub(r"(?i)(password=)[^&]*", r"\1***", rest)
-
-
 def _server_environment() -> dict[str, str]:
     # The server's messages in English and no locale surprises from the caller's shell; no PG* variables leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
@@ -409,20 +395,3 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
-
-
-async def run_migrations(settings: Settings, out: TextIO | None = None) -> int:
-    """`agent-runtime migrate`: bring the configured database's schema up to date; returns the exit code."""
-    out = out or sys.stdout
-    if settings.database_url is None:
-        out.write(
-            "agent-runtime migrate: no database configured; set DATABASE_URL (or AGENT_RUNTIME__DATABASE_URL). "
-            "`agent-runtime dev` migrates its embedded PostgreSQL itself.\n"
-        )
-        return 2
-    dsn = settings.database_url.get_secret_value()
-    applied = await apply_migrations(dsn)
-    for migration in applied:
-        out.write(f"applied {migration.version:04d}_{migration.name}\n")
-    out.write(f"{describe_dsn(dsn)}: schema up to date ({len(applied)} applied now)\n")
-    return 0

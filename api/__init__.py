@@ -12,7 +12,7 @@ Endpoints (all but /health and the docs need `X-Internal-Auth` when a key is con
   `GET /sessions/{id}/pending-approvals`.
 - `GET /agents`, `GET /agents/{session_id}/current`, `POST /agents/{session_id}/switch`.
 - `GET /events/metrics`, `GET /events/metrics/sessions`, `GET /events/metrics/session/{id}`.
-- `GET /health`; `WS /ws/{session_id}` (see `client.api.ws`).
+- `GET /health`; `WS /ws/{session_id}` (see `api.ws`).
 
 Deviations from the original, on purpose: no per-IP rate limit (the gateway is the only client, so the original's
 limit was global - bug L10; limit at the gateway); `/events/audit-log` and `/events/stats` are not served (the
@@ -38,10 +38,10 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.content import ContentStore
-from client.api import routes_agent, routes_agents, routes_events, routes_sessions, ws
-from client.api.auth import AUTH_HEADER, OPEN_PATHS, InternalAuthMiddleware
-from client.api.models import AgentStreamRequestDoc, HealthResponse
-from client.api.runtime import ApiOptions, ApiRuntime
+from api import routes_agent, routes_agents, routes_events, routes_sessions, ws
+from api.auth import AUTH_HEADER, OPEN_PATHS, InternalAuthMiddleware
+from api.models import AgentStreamRequestDoc, HealthResponse
+from api.runtime import ApiOptions, ApiRuntime
 from client.connection import connect_client, open_content_store, session_config, with_content_store
 from client.conversation_client import ConversationError, SessionClosedError, SessionStuckError, UnknownSessionError
 from settings import Settings

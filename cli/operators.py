@@ -39,8 +39,19 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from client import inbox as inbox_module
-from client import replay
+from cli import inbox as inbox_module
+from cli import replay
+from cli.health import POLLER_FRESHNESS, idle_poll_kinds
+from cli.inbox import InboxFilter, find_pending_approvals, list_sessions
+from cli.render import (
+    duration,
+    inbox_entry_json,
+    render_inbox,
+    render_session,
+    render_sessions,
+    session_summary_json,
+)
+from cli.replay import UnknownWorkflowError, Verdict
 from client.connection import connect_client, data_converter, open_content_store
 from client.conversation_client import (
     ApprovalAlreadyResolvedError,
@@ -51,17 +62,6 @@ from client.conversation_client import (
     UnknownCallIdError,
     UnknownSessionError,
 )
-from client.health import POLLER_FRESHNESS, idle_poll_kinds
-from client.inbox import InboxFilter, find_pending_approvals, list_sessions
-from client.render import (
-    duration,
-    inbox_entry_json,
-    render_inbox,
-    render_session,
-    render_sessions,
-    session_summary_json,
-)
-from client.replay import UnknownWorkflowError, Verdict
 from settings import SettingsError, load_settings
 from workflows.model import (
     AgentType,

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 
-from client.api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN, AgentStreamRequest, ErrorResponse
-from client.api.runtime import ApiRuntime, get_runtime
-from client.api.streaming import (
+from api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN, AgentStreamRequest, ErrorResponse
+from api.runtime import ApiRuntime, get_runtime
+from api.streaming import (
     InputError,
     Outgoing,
     api_chunk,

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from activities.persistence import ProjectionReader
-from activities.postgres import close_pool, create_pool
+from activities.postgres import close_pool, create_pool, describe_dsn
+from cli.visibility import stuck_approvals_query
 from client.connection import open_content_store, session_config, with_content_store
 from client.conversation_client import ConversationClient, Event
-from client.database import describe_dsn, projection_database
-from client.devstack import DevServer, start_dev_server
-from client.fake_llm import FakeLlmServer, FakeReply
-from client.visibility import stuck_approvals_query
+from devstack.fake_llm import FakeLlmServer, FakeReply
+from devstack.postgres import projection_database
+from devstack.temporal import DevServer, start_dev_server
 from settings import Settings, TemporalSettings
 from worker import running_worker
 from workflows.content import text_or_preview

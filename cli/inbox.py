@@ -18,8 +18,8 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
+from cli.visibility import sessions_query, stuck_approvals_query
 from client.conversation_client import ConversationClient, ConversationError
-from client.visibility import sessions_query, stuck_approvals_query
 from workflows.model import (
     CURRENT_AGENT_ATTRIBUTE,
     OLDEST_PENDING_APPROVAL_ATTRIBUTE,

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from client.visibility import sessions_query
+from cli.visibility import sessions_query
 from workflows.conversation import ConversationWorkflow
 
 # What `agent-runtime replay` replays against. Tests swap in a changed workflow to prove the gate catches it.

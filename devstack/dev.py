@@ -30,13 +30,13 @@ from typing import TextIO
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from activities.postgres import apply_migrations
-from client.api import create_app
+from activities.postgres import apply_migrations, describe_dsn
+from api import create_app
 from client.connection import connect_client, open_content_store
-from client.database import EmbeddedPostgres, describe_dsn
-from client.devstack import start_dev_server
-from client.embedded_server import EmbeddedServer
-from client.fake_llm import FakeLlmServer
+from devstack.embedded_server import EmbeddedServer
+from devstack.fake_llm import FakeLlmServer
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import start_dev_server
 from settings import Settings
 from worker import running_worker
 from workflows.model import SEARCH_ATTRIBUTES

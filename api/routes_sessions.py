@@ -18,7 +18,7 @@ from temporalio.client import WorkflowExecution, WorkflowExecutionStatus, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from client.api.models import (
+from api.models import (
     SESSION_ID_MAX_LENGTH,
     SESSION_ID_PATTERN,
     AgentSwitchItem,
@@ -37,7 +37,7 @@ from client.api.models import (
     SessionMessage,
     ToolCallFunction,
 )
-from client.api.runtime import ApiRuntime, get_runtime, session_id_of
+from api.runtime import ApiRuntime, get_runtime, session_id_of
 from client.conversation_client import ConversationError
 from workflows.model import (
     AgentSwitchRecord,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from client.inbox import InboxEntry, SessionSummary
+from cli.inbox import InboxEntry, SessionSummary
 from workflows.content import text_or_preview
 from workflows.model import ChatMessage, SessionState, workflow_id_for
 from workflows.observability import summarize_arguments

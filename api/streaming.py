@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from client.api.models import (
+from api.models import (
     CancelTurnInput,
     HitlDecisionInput,
     MessageInput,
@@ -34,7 +34,7 @@ from client.api.models import (
     ToolResultInput,
     UserMessageInput,
 )
-from client.api.runtime import ApiRuntime
+from api.runtime import ApiRuntime
 from client.conversation_client import (
     ApprovalAlreadyResolvedError,
     ConversationError,

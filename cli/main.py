@@ -1,4 +1,8 @@
-"""The `agent-runtime` command: one entry point for every process of the runtime."""
+"""The `agent-runtime` command: one entry point for every process of a deployment and for operators.
+
+The embedded dev stack (Temporal dev server, PostgreSQL, the fake LLM, the demo) is not here: it is an optional
+extra, never in a production image, run with `python -m devstack` (`./run dev`, `./run demo`).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,14 @@ import asyncio
 import contextlib
 import logging
 import sys
-from pathlib import Path
+from typing import TextIO
 
 import asyncpg
 
-from activities.postgres import MigrationError
-from client.api import serve as serve_api
-from client.database import EmbeddedPostgresError, run_migrations
-from client.demo import run_demo
-from client.dev import DevOptions, DevStackUnavailable, run_dev
-from client.fake_llm import serve as serve_fake_llm
-from client.operators import OPERATOR_COMMANDS, add_operator_commands, run_operator_command
-from settings import SettingsError, load_settings
+from activities.postgres import MigrationError, apply_migrations, describe_dsn
+from api import serve as serve_api
+from cli.operators import OPERATOR_COMMANDS, add_operator_commands, run_operator_command
+from settings import Settings, SettingsError, load_settings
 from worker import run_worker
 from workflows.selfcheck import InconsistentCatalogueError, find_problems
 
@@ -26,21 +26,6 @@ from workflows.selfcheck import InconsistentCatalogueError, find_problems
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-runtime", description="The Agent Runtime on Temporal.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="play the seed incident end to end on the embedded stack, then stop")
-    dev = commands.add_parser(
-        "dev",
-        help="run the whole stack in the foreground: Temporal (+ Web UI), PostgreSQL, fake LLM, worker, HTTP API",
-        description="Embedded pieces unless configured: AGENT_RUNTIME__TEMPORAL__ADDRESS, DATABASE_URL and "
-        "AGENT_RUNTIME__LLM_PROXY_URL point at real ones. Ctrl-C stops everything.",
-    )
-    dev.add_argument(
-        "--data-dir", type=Path, default=DevOptions.data_dir, help="Temporal SQLite file and PostgreSQL data"
-    )
-    dev.add_argument("--host", default=DevOptions.host, help="interface every piece binds to")
-    dev.add_argument("--temporal-port", type=int, default=DevOptions.temporal_port)
-    dev.add_argument("--ui-port", type=int, default=DevOptions.ui_port, help="Temporal Web UI")
-    dev.add_argument("--llm-port", type=int, default=DevOptions.llm_port, help="the fake LLM")
-    dev.add_argument("--api-port", type=int, default=DevOptions.api_port, help="the HTTP API")
     commands.add_parser(
         "migrate",
         help="apply the PostgreSQL projection's schema migrations (DATABASE_URL or AGENT_RUNTIME__DATABASE_URL)",
@@ -50,9 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the HTTP API (gateway contract, SSE, IDE WebSocket)")
     api.add_argument("--host", default=None, help="interface to bind (default: AGENT_RUNTIME__API__HOST, 127.0.0.1)")
     api.add_argument("--port", type=int, default=None, help="port (default: AGENT_RUNTIME__API__PORT, 8001)")
-    fake = commands.add_parser("fake-llm", help="serve the scripted OpenAI-compatible fake LLM")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8002)
     add_operator_commands(commands)
     return parser
 
@@ -60,25 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING if args.command == "demo" or args.command in OPERATOR_COMMANDS else logging.INFO,
+        level=logging.WARNING if args.command in OPERATOR_COMMANDS else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command in OPERATOR_COMMANDS:
         return run_operator_command(args)
     try:
         match args.command:
-            case "demo":
-                return asyncio.run(run_demo())
-            case "dev":
-                options = DevOptions(
-                    data_dir=args.data_dir,
-                    host=args.host,
-                    temporal_port=args.temporal_port,
-                    ui_port=args.ui_port,
-                    llm_port=args.llm_port,
-                    api_port=args.api_port,
-                )
-                return asyncio.run(run_dev(load_settings(), options))
             case "migrate":
                 return asyncio.run(run_migrations(load_settings()))
             case "worker":
@@ -99,19 +69,33 @@ def main(argv: list[str] | None = None) -> int:
                         args.port if args.port is not None else settings.api.port,
                     )
                 return 0
-            case "fake-llm":
-                serve_fake_llm(args.host, args.port)
-                return 0
     except (SettingsError, InconsistentCatalogueError) as err:
         print(f"agent-runtime: {err}", file=sys.stderr)  # noqa: T201
         return 2
-    except (DevStackUnavailable, EmbeddedPostgresError, MigrationError) as err:
+    except MigrationError as err:
         print(f"agent-runtime {args.command}: {err}", file=sys.stderr)  # noqa: T201
         return 1
     except (OSError, asyncpg.PostgresError) as err:
         print(f"agent-runtime {args.command}: cannot reach PostgreSQL: {err}", file=sys.stderr)  # noqa: T201
         return 1
     return 2
+
+
+async def run_migrations(settings: Settings, out: TextIO | None = None) -> int:
+    """`agent-runtime migrate`: bring the configured database's schema up to date; returns the exit code."""
+    out = out or sys.stdout
+    if settings.database_url is None:
+        out.write(
+            "agent-runtime migrate: no database configured; set DATABASE_URL (or AGENT_RUNTIME__DATABASE_URL). "
+            "`agent-runtime dev` migrates its embedded PostgreSQL itself.\n"
+        )
+        return 2
+    dsn = settings.database_url.get_secret_value()
+    applied = await apply_migrations(dsn)
+    for migration in applied:
+        out.write(f"applied {migration.version:04d}_{migration.name}\n")
+    out.write(f"{describe_dsn(dsn)}: schema up to date ({len(applied)} applied now)\n")
+    return 0
 
 
 if __name__ == "__main__":

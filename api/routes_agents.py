@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
-from client.api.models import (
+from api.models import (
     AgentContext,
     AgentContextResponse,
     AgentInfo,
@@ -14,8 +14,8 @@ from client.api.models import (
     ListAgentsResponse,
     SwitchAgentRequest,
 )
-from client.api.routes_sessions import NOT_FOUND, UNAVAILABLE, SessionIdPath, switch_item
-from client.api.runtime import ApiRuntime, get_runtime
+from api.routes_sessions import NOT_FOUND, UNAVAILABLE, SessionIdPath, switch_item
+from api.runtime import ApiRuntime, get_runtime
 from workflows.agents import AGENTS, describe
 from workflows.model import AgentType, SessionState, SwitchAgent, workflow_id_for
 

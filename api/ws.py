@@ -21,9 +21,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from client.api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
-from client.api.runtime import ApiRuntime
-from client.api.streaming import KEEPALIVE, InputError, parse_input, run_input, without_nulls
+from api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
+from api.runtime import ApiRuntime
+from api.streaming import KEEPALIVE, InputError, parse_input, run_input, without_nulls
 
 log = logging.getLogger("agent_runtime.api.ws")
 

@@ -47,7 +47,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from client.embedded_server import EmbeddedServer
+from devstack.embedded_server import EmbeddedServer
 
 logger = logging.getLogger(__name__)
 
@@ -1295,14 +1295,14 @@ def serve(
     internal_api_key: str | None = None,
     context_window: int | None = None,
 ) -> None:
-    """Serve the fake until interrupted (blocking); what `agent-runtime fake-llm` runs."""
+    """Serve the fake until interrupted (blocking); what `python -m devstack.fake_llm` runs."""
     app = create_app(FakeLlm(api_key=api_key, internal_api_key=internal_api_key, context_window=context_window))
     logger.info("Fake LLM listening on http://%s:%d/v1", host, port)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: `python -m client.fake_llm --port 8002`."""
+    """Command-line entry: `python -m devstack.fake_llm --port 8002`."""
     parser = argparse.ArgumentParser(prog="fake-llm", description="Scriptable OpenAI-compatible fake LLM server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)

@@ -17,15 +17,15 @@ from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from client.api.models import (
+from api.models import (
     AggregateMetrics,
     LlmTotals,
     MetricsResponse,
     MetricsSessionsResponse,
     SessionMetricsResponse,
 )
-from client.api.routes_sessions import UNAVAILABLE, SessionIdPath
-from client.api.runtime import ApiRuntime, get_runtime, session_id_of
+from api.routes_sessions import UNAVAILABLE, SessionIdPath
+from api.runtime import ApiRuntime, get_runtime, session_id_of
 from client.conversation_client import ConversationError, UnknownSessionError
 from workflows.model import SessionState
 

@@ -1,0 +1,1 @@
+"""The `agent-runtime` command and the operators' tools (approvals inbox, replay, export, sessions)."""
