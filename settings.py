@@ -31,7 +31,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 from workflows.context import context_window_for
-from workflows.model import DEFAULT_TASK_QUEUE, ApprovalPolicy, ApprovalRule, ConversationConfig
+from workflows.model import (
+    DEFAULT_TASK_QUEUE,
+    ApprovalPolicy,
+    ApprovalRule,
+    ConversationConfig,
+)
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 
 ENV_PREFIX = "AGENT_RUNTIME__"

@@ -83,10 +83,6 @@ async def _polling(
                 ContentActivities(content).archive_transcript,
                 *([projection.record] if projection else []),
             ],
-            # No exception type fails a conversation workflow: a failed workflow is a session lost for good. A bug
-            # inside a turn ends that turn (workflows/conversation.py); anything else fails the workflow task, which
-            # Temporal retries, so deploying a fix resumes the session where it stopped.
-            workflow_failure_exception_types=[],
             # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
             # an approval click that seems to hang after a restart. A cache miss only costs a replay.
             sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START_TIMEOUT,

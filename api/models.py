@@ -13,7 +13,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
-from workflows.model import AgentType, Decision, PlanDecisionKind
+from workflows.model import (
+    AgentType,
+    Decision,
+    PlanDecisionKind,
+)
 
 # Session ids become Temporal workflow ids: printable, bounded. Anything else is refused with 422 before it reaches
 # Temporal (which would answer an RPC error).

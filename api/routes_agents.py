@@ -17,7 +17,12 @@ from api.models import (
 from api.routes_sessions import NOT_FOUND, UNAVAILABLE, SessionIdPath, switch_item
 from api.runtime import ApiRuntime, get_runtime
 from workflows.agents import AGENTS, describe
-from workflows.model import AgentType, SessionState, SwitchAgent, workflow_id_for
+from workflows.model import (
+    AgentType,
+    SessionState,
+    SwitchAgent,
+    workflow_id_for,
+)
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 

@@ -73,7 +73,13 @@ from devstack.temporal import start_dev_server
 from settings import ContentSettings, Settings, TemporalSettings
 from worker import running_worker
 from workflows.conversation import HISTORY_SIZE_LIMIT
-from workflows.model import ChunkType, StreamChunk, ToolResult, UserMessage, workflow_id_for
+from workflows.model import (
+    ChunkType,
+    StreamChunk,
+    ToolResult,
+    UserMessage,
+    workflow_id_for,
+)
 
 T = TypeVar("T")
 

@@ -52,7 +52,7 @@ from cli.render import (
     session_summary_json,
 )
 from cli.replay import UnknownWorkflowError, Verdict
-from client.connection import connect_client, data_converter, open_content_store
+from client.connection import connect_client, open_content_store
 from client.conversation_client import (
     ApprovalAlreadyResolvedError,
     ConversationClient,
@@ -402,7 +402,7 @@ async def _replay(args: argparse.Namespace) -> int:
             items = replay.query_histories(client, args.query or replay.DEFAULT_QUERY, limit=args.limit)
     counts = dict.fromkeys(Verdict, 0)
     content = await _resources.get().enter_async_context(open_content_store(load_settings()))
-    async for report in replay.replay_histories(items, workflows=replay.WORKFLOWS, converter=data_converter(content)):
+    async for report in replay.replay_histories(items, workflows=replay.WORKFLOWS, content=content):
         counts[report.verdict] += 1
         where = f"  ({report.source})" if report.source != "server" else ""
         detail = f"  {report.detail}" if report.detail else ""

@@ -8,7 +8,11 @@ from typing import Any
 
 from cli.inbox import InboxEntry, SessionSummary
 from workflows.content import text_or_preview
-from workflows.model import ChatMessage, SessionState, workflow_id_for
+from workflows.model import (
+    ChatMessage,
+    SessionState,
+    workflow_id_for,
+)
 from workflows.observability import summarize_arguments
 
 MESSAGE_CHARS = 300

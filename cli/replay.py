@@ -20,14 +20,14 @@ from pathlib import Path
 
 from google.protobuf import json_format
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from activities.content import ContentStore
 from cli.visibility import sessions_query
+from client.plugin import AgentRuntimePlugin
 from workflows.conversation import ConversationWorkflow
 
 # What `agent-runtime replay` replays against. Tests swap in a changed workflow to prove the gate catches it.
@@ -160,20 +160,20 @@ async def replay_histories(
     items: AsyncIterator[HistoryItem],
     *,
     workflows: Sequence[type] = WORKFLOWS,
-    converter: DataConverter = pydantic_data_converter,
+    content: ContentStore | None = None,
 ) -> AsyncIterator[ReplayReport]:
     """Replay histories against workflow code, one report per history, in order.
 
     Args:
         items: Histories with their source, or failures to load one.
         workflows: The workflow classes to replay against; the current `ConversationWorkflow` by default.
-        converter: The workers' data converter; with the content store, payloads stored externally are read from it
-            (the store is only contacted for histories that have such payloads).
+        content: The content store the workers use: payloads stored externally are read from it (it is only contacted
+            for histories that have such payloads).
 
     Yields:
         One report per item.
     """
-    replayer = Replayer(workflows=list(workflows), data_converter=converter, runtime=_quiet_runtime())
+    replayer = Replayer(workflows=list(workflows), plugins=[AgentRuntimePlugin(content)], runtime=_quiet_runtime())
     sources: dict[int, str] = {}
     failures: list[ReplayReport] = []
 

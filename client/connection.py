@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.service import RPCError, TLSConfig
 
 from activities.content import ContentStore
 from activities.payload_drivers import FilePayloadDriver, PostgresPayloadDriver, s3_driver
+from client.plugin import AgentRuntimePlugin
 from settings import ContentSettings, Settings, TemporalSettings
-from workflows.model import SEARCH_ATTRIBUTES, ConversationConfig
+from workflows.model import (
+    SEARCH_ATTRIBUTES,
+    ConversationConfig,
+)
 
 log = logging.getLogger("agent_runtime.connection")
 
@@ -73,38 +74,35 @@ async def _s3_client(content: ContentSettings) -> AsyncIterator[Any]:
         yield s3
 
 
-def data_converter(content: ContentStore | None, threshold: int | None = None) -> DataConverter:
-    """The runtime's data converter: pydantic, plus external storage of large payloads when a store is given."""
-    if content is None:
-        return pydantic_data_converter
-    storage = ExternalStorage(
-        drivers=[content.driver],
-        payload_size_threshold=threshold or ContentSettings().external_storage_threshold,
-    )
-    return dataclasses.replace(pydantic_data_converter, external_storage=storage)
-
-
 def with_content_store(client: Client, content: ContentStore, threshold: int | None = None) -> Client:
-    """The same connection, with a data converter that stores large payloads in `content`."""
+    """The same connection with the runtime's plugin over `content` (an embedded worker and its client share it)."""
     config = client.config()
-    config["data_converter"] = data_converter(content, threshold)
+    plugins = [p for p in config["plugins"] if not isinstance(p, AgentRuntimePlugin)]
+    interceptors = config["interceptors"]
+    config["plugins"] = [*plugins, AgentRuntimePlugin(content, threshold=threshold)]
+    config["interceptors"] = interceptors
     return Client(**config)
 
 
 async def connect_client(
-    settings: TemporalSettings | Settings, *, content: ContentStore | None = None, **kwargs: Any
+    settings: TemporalSettings | Settings,
+    *,
+    content: ContentStore | None = None,
+    interceptors: Sequence[Any] = (),
+    **kwargs: Any,
 ) -> Client:
-    """Connect to Temporal as configured.
+    """Connect to Temporal as configured, with the runtime's plugin (client/plugin.py).
 
     Args:
         settings: The Temporal settings, or the whole settings (their `temporal` part is used).
         content: The content store: payloads over the external storage threshold go there. Every process of a
             deployment that exchanges payloads with the workflows must use the same store.
-        **kwargs: Passed to `temporalio.client.Client.connect` (e.g. `interceptors`, `identity`); they win over
-            the values derived from the settings.
+        interceptors: Client and worker interceptors (tracing), bundled into the plugin.
+        **kwargs: Passed to `temporalio.client.Client.connect` (e.g. `identity`, `runtime`); they win over the values
+            derived from the settings.
 
     Returns:
-        A connected client using the pydantic data converter.
+        A connected client.
 
     Raises:
         RuntimeError: The server cannot be reached (from `Client.connect`).
@@ -114,7 +112,7 @@ async def connect_client(
     threshold = settings.content.external_storage_threshold if isinstance(settings, Settings) else None
     options: dict[str, Any] = {
         "namespace": temporal.namespace,
-        "data_converter": data_converter(content, threshold),
+        "plugins": [AgentRuntimePlugin(content, threshold=threshold, interceptors=interceptors)],
         "tls": _tls(temporal),
         "api_key": temporal.api_key.get_secret_value() if temporal.api_key else None,
     }

@@ -51,7 +51,6 @@ from workflows.model import (
     CancelTurn,
     ChatMessage,
     ConversationConfig,
-    ConversationInput,
     HitlDecision,
     InputReceipt,
     PendingApproval,
@@ -62,6 +61,9 @@ from workflows.model import (
     ToolResult,
     UserMessage,
     workflow_id_for,
+)
+from workflows.state import (
+    ConversationInput,
 )
 
 P = TypeVar("P")

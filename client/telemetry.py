@@ -52,6 +52,7 @@ class Telemetry:
         return self.tracer_provider is not None
 
     def client_options(self) -> dict[str, Any]:
+        """What `connect_client` takes: the tracing interceptors (bundled into the runtime's plugin), the runtime."""
         if not self.enabled:
             return {}
         return {"interceptors": self.interceptors, "runtime": self.runtime}

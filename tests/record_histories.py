@@ -50,7 +50,13 @@ from devstack.temporal import start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from worker import running_worker
-from workflows.model import CancelTurn, ChunkType, PlanDecision, PlanDecisionKind, workflow_id_for
+from workflows.model import (
+    CancelTurn,
+    ChunkType,
+    PlanDecision,
+    PlanDecisionKind,
+    workflow_id_for,
+)
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 

@@ -27,7 +27,10 @@ from devstack.temporal import DevServer, start_dev_server
 from settings import Settings, TemporalSettings
 from tests.support import assert_provider_valid
 from worker import running_worker
-from workflows.model import ChatMessage, ToolCall
+from workflows.model import (
+    ChatMessage,
+    ToolCall,
+)
 
 KEY = "test-internal-key"
 AUTH = {"X-Internal-Auth": KEY}

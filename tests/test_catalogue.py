@@ -4,7 +4,12 @@ import pytest
 
 from workflows.agents import AGENTS, check_tool_call
 from workflows.calculator import CalculatorError, calculate
-from workflows.model import AgentType, ApprovalPolicy, ApprovalRule, ToolCall
+from workflows.model import (
+    AgentType,
+    ApprovalPolicy,
+    ApprovalRule,
+    ToolCall,
+)
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 from workflows.selfcheck import InconsistentCatalogueError, check_consistency, find_problems
 from workflows.tools import CATALOGUE

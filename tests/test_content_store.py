@@ -18,7 +18,10 @@ from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text
 from tests.test_scenarios_bounded import largest_event
 from workflows.content import RAW_INPUT_LIMIT, ref_marker
-from workflows.model import ContentRef, ToolResult
+from workflows.model import (
+    ContentRef,
+    ToolResult,
+)
 
 
 @pytest.fixture(params=["postgres", "file"])

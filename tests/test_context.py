@@ -29,7 +29,11 @@ from workflows.context import (
 )
 from workflows.history import ConversationHistory
 from workflows.ledger import RecentIds
-from workflows.model import ChatMessage, ContentRef, ToolCall
+from workflows.model import (
+    ChatMessage,
+    ContentRef,
+    ToolCall,
+)
 
 
 def ref(size: int, preview: str = "x", sha: str = "a" * 64) -> ContentRef:

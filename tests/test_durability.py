@@ -39,15 +39,20 @@ from temporalio.api.enums.v1 import TimeoutType
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 
-from activities.persistence import PROJECTION_TABLES, ProjectionReader
+from activities.persistence import PROJECTION_TABLES
 from client.conversation_client import ConversationClient
+from client.projection_reader import ProjectionReader
 from devstack.fake_llm import FakeLlmServer, FakeReply
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import DevServer, free_port, start_dev_server
 from settings import ENV_PREFIX, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 from tests.test_projection import Transcript, assert_projection_equals_workflow
-from workflows.model import CHAT_COMPLETION_ACTIVITY, ApprovalStatus, UserMessage
+from workflows.model import (
+    CHAT_COMPLETION_ACTIVITY,
+    ApprovalStatus,
+    UserMessage,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_READY_SECONDS = 30

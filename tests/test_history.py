@@ -5,7 +5,10 @@ from datetime import UTC, datetime
 import pytest
 
 from workflows.history import ConversationHistory, HistoryInvariantError, unique_call_ids
-from workflows.model import AgentType, ToolCall
+from workflows.model import (
+    AgentType,
+    ToolCall,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -19,7 +19,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.content import ContentStore
-from activities.llm import LlmActivities, StreamAccumulator, parse_completion
+from activities.llm import LlmActivities
+from activities.openai_wire import StreamAccumulator, parse_completion
 from activities.payload_drivers import FilePayloadDriver
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
 from workflows.model import (

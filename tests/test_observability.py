@@ -2,7 +2,11 @@
 
 from datetime import UTC, datetime, timedelta
 
-from workflows.model import AgentType, PendingApproval, SessionStatus
+from workflows.model import (
+    AgentType,
+    PendingApproval,
+    SessionStatus,
+)
 from workflows.observability import current_details, fingerprint, search_attribute_updates, summarize_arguments
 
 AT = datetime(2026, 2, 3, 5, 34, 43, tzinfo=UTC)

@@ -29,7 +29,11 @@ from settings import Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text
 from tests.workflow_changes import TimerFirstConversationWorkflow
 from worker import running_worker
-from workflows.model import SEARCH_ATTRIBUTES, ChunkType, workflow_id_for
+from workflows.model import (
+    SEARCH_ATTRIBUTES,
+    ChunkType,
+    workflow_id_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,10 @@ from typing import Any
 import pytest
 
 from workflows.agents import available_agents
-from workflows.model import AgentType, SubtaskStatus
+from workflows.model import (
+    AgentType,
+    SubtaskStatus,
+)
 from workflows.plans import PlanError, block_dependants, execution_order, next_subtask, parse_plan, summary
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,6 +1,10 @@
 """One approval policy: wildcard patterns, argument predicates, first match wins."""
 
-from workflows.model import ApprovalPolicy, ApprovalRule, ArgumentPredicate
+from workflows.model import (
+    ApprovalPolicy,
+    ApprovalRule,
+    ArgumentPredicate,
+)
 from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
 
 

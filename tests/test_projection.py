@@ -25,9 +25,9 @@ from activities.persistence import (
     PROJECTION_UNAVAILABLE_ERROR,
     QUARANTINE_TABLE,
     PersistenceActivities,
-    ProjectionReader,
 )
 from activities.postgres import apply_migrations, create_pool, load_migrations
+from client.projection_reader import ProjectionReader
 from devstack.fake_llm import FakeReply
 from devstack.postgres import EmbeddedPostgres
 from tests.conftest import RuntimeFactory
@@ -35,27 +35,29 @@ from tests.support import Session, call, classify, final, text, types
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
     AgentSwitchRecord,
-    AgentSwitchRow,
     AgentType,
-    ApprovalRecord,
     ApprovalStatus,
     ChatMessage,
     ChunkType,
     Decision,
-    EventRecord,
-    LlmRequestRecord,
-    MessageRecord,
     PendingApproval,
     PlanDecision,
     PlanDecisionKind,
-    ProjectionBatch,
-    ProjectionWriteResult,
     SessionCounters,
-    SessionRecord,
     SessionStatus,
     StreamChunk,
     TokenUsage,
     ToolCall,
+)
+from workflows.records import (
+    AgentSwitchRow,
+    ApprovalRecord,
+    EventRecord,
+    LlmRequestRecord,
+    MessageRecord,
+    ProjectionBatch,
+    ProjectionWriteResult,
+    SessionRecord,
     ToolCallRecord,
 )
 

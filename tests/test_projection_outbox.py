@@ -33,8 +33,9 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
-from activities.persistence import NUL_ESCAPE, PersistenceActivities, ProjectionReader
+from activities.persistence import NUL_ESCAPE, PersistenceActivities
 from activities.postgres import close_pool, create_pool
+from client.projection_reader import ProjectionReader
 from devstack.fake_llm import FakeLlmServer
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import DevServer
@@ -45,9 +46,6 @@ from workflows.conversation import ConversationWorkflow
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
     ChunkType,
-    EventRecord,
-    ProjectionBatch,
-    ProjectionRecord,
     SessionCounters,
     StreamChunk,
     UserMessage,
@@ -59,6 +57,11 @@ from workflows.projection import (
     MAX_BATCH_RECORDS,
     Projection,
     approx_size,
+)
+from workflows.records import (
+    EventRecord,
+    ProjectionBatch,
+    ProjectionRecord,
 )
 
 STEP_SECONDS = 30.0

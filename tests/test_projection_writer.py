@@ -29,9 +29,9 @@ from activities.persistence import (
     NUL_ESCAPE,
     PROJECTION_UNAVAILABLE_ERROR,
     PersistenceActivities,
-    ProjectionReader,
 )
 from activities.postgres import create_pool
+from client.projection_reader import ProjectionReader
 from devstack.postgres import EmbeddedPostgres
 from tests.test_projection import table_contents
 from workflows.model import (
@@ -39,13 +39,15 @@ from workflows.model import (
     ChatMessage,
     ChunkType,
     ContentRef,
+    StreamChunk,
+    TokenUsage,
+)
+from workflows.records import (
     EventRecord,
     LlmRequestRecord,
     MessageRecord,
     ProjectionBatch,
     ProjectionWriteResult,
-    StreamChunk,
-    TokenUsage,
     ToolCallRecord,
 )
 

@@ -24,7 +24,8 @@ from temporalio.workflow import NondeterminismError
 from devstack.fake_llm import FakeLlmServer
 from tests.record_histories import HISTORY_DIR, SCENARIOS, Scenario, record_scenario, recorded_files
 from workflows.conversation import ConversationWorkflow
-from workflows.model import CONVERSATION_WORKFLOW, ConversationInput
+from workflows.model import CONVERSATION_WORKFLOW
+from workflows.state import ConversationInput
 
 HISTORY_FILES = sorted(HISTORY_DIR.glob("*.json"))
 

@@ -12,7 +12,12 @@ from client.conversation_client import ApprovalAlreadyResolvedError, UnknownCall
 from devstack.fake_llm import FakeLlmServer
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
-from workflows.model import ApprovalPolicy, ApprovalRule, ApprovalStatus, ChunkType
+from workflows.model import (
+    ApprovalPolicy,
+    ApprovalRule,
+    ApprovalStatus,
+    ChunkType,
+)
 
 
 async def _park_write(session: Session, call_id: str = "call_w1") -> None:

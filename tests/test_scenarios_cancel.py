@@ -7,7 +7,11 @@ import time
 
 from devstack.fake_llm import FakeReply
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
-from workflows.model import CancelTurn, ChunkType, UserMessage
+from workflows.model import (
+    CancelTurn,
+    ChunkType,
+    UserMessage,
+)
 
 
 async def test_cancel_while_an_approval_waits(session: Session) -> None:

@@ -10,7 +10,12 @@ from client.conversation_client import ApprovalAlreadyResolvedError, InvalidInpu
 from devstack.fake_llm import FakeLlmServer, FakeReply
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
-from workflows.model import AgentType, ChunkType, SwitchAgent, UserMessage
+from workflows.model import (
+    AgentType,
+    ChunkType,
+    SwitchAgent,
+    UserMessage,
+)
 
 
 def _system_prompt(request: dict) -> str:

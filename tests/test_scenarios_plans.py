@@ -12,7 +12,11 @@ from client.conversation_client import ApprovalAlreadyResolvedError, InvalidInpu
 from devstack.fake_llm import FakeLlmServer, FakeReply
 from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, text, tool_messages_for, types
-from workflows.model import ChunkType, PlanDecision, PlanDecisionKind
+from workflows.model import (
+    ChunkType,
+    PlanDecision,
+    PlanDecisionKind,
+)
 
 
 def _plan_call(call_id: str = "call_plan1", **overrides: Any) -> FakeReply:

@@ -11,7 +11,10 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from workflows.model import DEFAULT_TASK_QUEUE, ConversationConfig
+from workflows.model import (
+    DEFAULT_TASK_QUEUE,
+    ConversationConfig,
+)
 from workflows.policy import DEFAULT_APPROVAL_POLICY, evaluate
 
 

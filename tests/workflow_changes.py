@@ -13,7 +13,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.content import Content
     from workflows.conversation import ConversationWorkflow
-    from workflows.model import CONVERSATION_WORKFLOW, ConversationInput, ToolCall
+    from workflows.model import CONVERSATION_WORKFLOW, ToolCall
+    from workflows.runtime_tools import RuntimeTools
+    from workflows.state import ConversationInput
 
 
 @workflow.defn(name=CONVERSATION_WORKFLOW)
@@ -37,15 +39,18 @@ class BugInATurnWorkflow(ConversationWorkflow):
     @workflow.init
     def __init__(self, input: ConversationInput) -> None:
         super().__init__(input)
+        self._turn._tools = _BuggyTools(self._session)
 
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
         await super().run(input)
 
-    def _run_runtime_tool(self, call: ToolCall) -> Content:
+
+class _BuggyTools(RuntimeTools):
+    def run(self, call: ToolCall) -> Content:
         if call.name == "echo" and call.arguments.get("text") == "boom":
             raise RuntimeError("planted bug in echo")
-        return super()._run_runtime_tool(call)
+        return super().run(call)
 
 
 @workflow.defn(name=CONVERSATION_WORKFLOW)
@@ -61,6 +66,6 @@ class BugBetweenTurnsWorkflow(ConversationWorkflow):
         await super().run(input)
 
     def _should_continue_as_new(self) -> bool:
-        if any(m.content == "crash" for m in self._history.messages):
+        if any(m.content == "crash" for m in self._session.history.messages):
             raise RuntimeError("planted bug between turns")
         return super()._should_continue_as_new()

@@ -13,7 +13,11 @@ from pydantic import BaseModel, ConfigDict
 
 from workflows.arguments import argument_problems, describe_problems
 from workflows.content import compact_refs
-from workflows.model import AgentType, ToolCall, ToolSpec
+from workflows.model import (
+    AgentType,
+    ToolCall,
+    ToolSpec,
+)
 from workflows.tools import CATALOGUE
 
 

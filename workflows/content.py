@@ -17,7 +17,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workflows.model import ChatMessage, ContentRef, ToolResult, UserMessage
+from workflows.model import (
+    ChatMessage,
+    ContentRef,
+    ToolResult,
+    UserMessage,
+)
 
 # Text longer than this (characters) is stored by reference by the edges that receive it.
 INLINE_TEXT_LIMIT = 8 * 1024

@@ -18,7 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from workflows.content import Content, message_size, preview_of, text_or_preview
-from workflows.model import PROXY_ERROR_PREFIX, AgentType, ChatMessage, ToolCall
+from workflows.model import (
+    PROXY_ERROR_PREFIX,
+    AgentType,
+    ChatMessage,
+    ToolCall,
+)
 
 # Answered call ids remembered after their messages are archived, so a late duplicate result is still recognised
 # as a duplicate (older ones are reported as unknown: they are hours of conversation back).

@@ -26,11 +26,13 @@ from workflows.model import (
     ConversationConfig,
     LlmReply,
     LlmRequest,
-    LlmRequestRecord,
     SessionCounters,
     TranscriptArchive,
 )
 from workflows.projection import Projection
+from workflows.records import (
+    LlmRequestRecord,
+)
 from workflows.routing import CLASSIFICATION_SYSTEM_PROMPT, CLASSIFICATION_TEMPERATURE, classification_prompt
 
 RETRY_INITIAL = timedelta(seconds=1)

@@ -10,7 +10,10 @@ from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingWorkflowInboundInterceptor
 from temporalio.contrib.opentelemetry.workflow import completed_span
 
-from workflows.model import AgentType, PendingApproval
+from workflows.model import (
+    AgentType,
+    PendingApproval,
+)
 
 
 class SessionMetrics:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 # --- Names that are a persisted contract: changing one breaks running sessions and deployed gateways. ---
 
@@ -86,7 +85,7 @@ def workflow_id_for(session_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{session_id}"
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
     """Base for contract types: unknown fields are ignored so older and newer peers interoperate."""
 
     model_config = ConfigDict(extra="ignore")
@@ -104,7 +103,7 @@ class AgentType(StrEnum):
 # --- Content stored by reference (a claim check; see workflows/content.py) ---
 
 
-class ContentRef(_Model):
+class ContentRef(ContractModel):
     """Text kept outside workflow history: a claim on the content store, plus what the workflow needs to know.
 
     Large tool results, tool arguments, user messages and assistant texts are stored by the edge that receives them
@@ -126,7 +125,7 @@ class ContentRef(_Model):
 # --- Conversation history (OpenAI chat shape) ---
 
 
-class ToolCall(_Model):
+class ToolCall(ContractModel):
     """One function call requested by the LLM; `id` is the call id the IDE answers with.
 
     A large argument value is replaced by a reference marker (`workflows.content.ref_marker`); the client resolves it
@@ -141,7 +140,7 @@ class ToolCall(_Model):
     )
 
 
-class ChatMessage(_Model):
+class ChatMessage(ContractModel):
     """One message of the conversation as the LLM sees it, plus the runtime's bookkeeping."""
 
     role: Literal["system", "user", "assistant", "tool"]
@@ -157,7 +156,7 @@ class ChatMessage(_Model):
 # --- Inputs (signals and updates) ---
 
 
-class UserMessage(_Model):
+class UserMessage(ContractModel):
     """A user's chat message. `agent_type` asks for an explicit switch before the message is processed."""
 
     content: str | ContentRef = ""
@@ -167,7 +166,7 @@ class UserMessage(_Model):
     )
 
 
-class ToolResult(_Model):
+class ToolResult(ContractModel):
     """The IDE's answer to a tool call: `result` (any JSON) or `error` (text).
 
     `content` is the answer already rendered as the tool message's text and stored by reference; the client sets it
@@ -187,7 +186,7 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
-class HitlDecision(_Model):
+class HitlDecision(ContractModel):
     """A human's decision on a tool call that waits for approval."""
 
     call_id: str = Field(min_length=1)
@@ -208,7 +207,7 @@ class PlanDecisionKind(StrEnum):
     MODIFY = "modify"
 
 
-class PlanDecision(_Model):
+class PlanDecision(ContractModel):
     """A human's decision on a proposed plan; `modify` sends the feedback back to the architect."""
 
     approval_request_id: str = Field(min_length=1)
@@ -216,13 +215,13 @@ class PlanDecision(_Model):
     feedback: str | None = None
 
 
-class CancelTurn(_Model):
+class CancelTurn(ContractModel):
     """Stop the turn that is running: its open tool calls are closed as cancelled, and queued inputs still run."""
 
     reason: str | None = None
 
 
-class SwitchAgent(_Model):
+class SwitchAgent(ContractModel):
     """An explicit request to hand the conversation to another agent."""
 
     agent_type: AgentType
@@ -230,7 +229,7 @@ class SwitchAgent(_Model):
     confidence: str | None = None
 
 
-class InputReceipt(_Model):
+class InputReceipt(ContractModel):
     """What an update caller learns: the input was recorded (and whether it only repeated an earlier one)."""
 
     accepted: bool = True
@@ -250,7 +249,7 @@ class ApprovalStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class PendingApproval(_Model):
+class PendingApproval(ContractModel):
     """An approval request and its whole trail. Kept after it is settled, so repeats are recognisable."""
 
     request_id: str
@@ -280,7 +279,7 @@ class CallStatus(StrEnum):
     QUEUED = "queued"  # a later call of the same assistant message, handled after the ones before it
 
 
-class OutstandingCall(_Model):
+class OutstandingCall(ContractModel):
     """A tool call of the current assistant message that has no tool message yet."""
 
     call_id: str
@@ -312,7 +311,7 @@ class ChunkType(StrEnum):
     EXECUTION_COMPLETED = "execution_completed"
 
 
-class StreamChunk(_Model):
+class StreamChunk(ContractModel):
     """One event of a session's stream, in the original chunk shape.
 
     `is_final` marks a wait point: the runtime now waits for the user, the IDE or a human decision, so an HTTP
@@ -357,7 +356,7 @@ class PlanStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class Subtask(_Model):
+class Subtask(ContractModel):
     index: int
     title: str
     description: str
@@ -369,7 +368,7 @@ class Subtask(_Model):
     error: str | None = None
 
 
-class Plan(_Model):
+class Plan(ContractModel):
     plan_id: str
     title: str
     description: str
@@ -384,7 +383,7 @@ class Plan(_Model):
 # --- Approval policy (one policy, evaluated in the workflow; see workflows/policy.py) ---
 
 
-class ArgumentPredicate(_Model):
+class ArgumentPredicate(ContractModel):
     """A condition on one argument of a tool call; all predicates of a rule must hold for it to match."""
 
     argument: str
@@ -392,7 +391,7 @@ class ArgumentPredicate(_Model):
     value: Any
 
 
-class ApprovalRule(_Model):
+class ApprovalRule(ContractModel):
     """`pattern` is a shell wildcard over the tool name (full match); first matching rule wins."""
 
     pattern: str
@@ -404,14 +403,14 @@ class ApprovalRule(_Model):
     )
 
 
-class ApprovalPolicy(_Model):
+class ApprovalPolicy(ContractModel):
     enabled: bool = True
     rules: list[ApprovalRule] = Field(default_factory=list)
     default_requires_approval: bool = False
     default_timeout_seconds: float | None = Field(default=None, gt=0, description="None: approvals wait until decided.")
 
 
-class ApprovalRequirement(_Model):
+class ApprovalRequirement(ContractModel):
     """The policy's verdict for one tool call."""
 
     requires_approval: bool
@@ -419,10 +418,10 @@ class ApprovalRequirement(_Model):
     timeout_seconds: float | None = None
 
 
-# --- Workflow input, state carried over continue-as-new, and query results ---
+# --- Session configuration, counters, transcripts and query results (the workflow input: workflows/state.py) ---
 
 
-class ConversationConfig(_Model):
+class ConversationConfig(ContractModel):
     """Per-session settings, fixed when the session starts so a running session is never changed under it."""
 
     multi_agent_mode: bool = True
@@ -452,13 +451,13 @@ class ConversationConfig(_Model):
     )
 
 
-class TokenUsage(_Model):
+class TokenUsage(ContractModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
 
 
-class AgentSwitchRecord(_Model):
+class AgentSwitchRecord(ContractModel):
     from_agent: AgentType | None
     to_agent: AgentType
     reason: str
@@ -467,7 +466,7 @@ class AgentSwitchRecord(_Model):
     source: Literal["classification", "switch_mode", "explicit", "single_agent", "plan"] = "explicit"
 
 
-class SessionCounters(_Model):
+class SessionCounters(ContractModel):
     """Metrics derived from the workflow itself (spec §7): what the original's event bus never filled."""
 
     llm_requests: int = 0
@@ -488,7 +487,7 @@ class SessionCounters(_Model):
     )
 
 
-class TranscriptArchive(_Model):
+class TranscriptArchive(ContractModel):
     """The older part of a conversation, kept in the content store as a chain of segments (newest first).
 
     At continue-as-new the workflow stores the messages it no longer carries as one `TranscriptSegment` that points
@@ -500,7 +499,7 @@ class TranscriptArchive(_Model):
     segments: int = Field(default=1, ge=1)
 
 
-class TranscriptSegment(_Model):
+class TranscriptSegment(ContractModel):
     """One stored slice of a conversation: messages `first_seq`.. and the segment before it."""
 
     first_seq: int = Field(ge=0)
@@ -508,7 +507,7 @@ class TranscriptSegment(_Model):
     previous: TranscriptArchive | None = None
 
 
-class ArchiveTranscriptInput(_Model):
+class ArchiveTranscriptInput(ContractModel):
     """Store `messages` (which start at `first_seq`) as the newest segment after `previous`."""
 
     session_id: str
@@ -517,53 +516,12 @@ class ArchiveTranscriptInput(_Model):
     previous: TranscriptArchive | None = None
 
 
-class TranscriptView(_Model):
+class TranscriptView(ContractModel):
     """What the `transcript` query answers: the archived chain (read it from the content store) and the rest."""
 
     archive: TranscriptArchive | None = None
     first_seq: int = Field(default=0, description="Position of `messages[0]` in the whole conversation.")
     messages: list[ChatMessage] = Field(default_factory=list)
-
-
-class CarriedState(_Model):
-    """Everything a session needs after continue-as-new: structured state, never an LLM summary.
-
-    Every field is bounded (workflows/conversation.py says how), so the input of a new run does not grow with the
-    length of the session or the size of what its tools returned.
-    """
-
-    history: list[ChatMessage] = Field(default_factory=list)
-    transcript: TranscriptArchive | None = Field(default=None, description="Older messages, in the content store.")
-    first_seq: int = Field(default=0, ge=0, description="Position of `history[0]` in the whole conversation.")
-    answered_call_ids: list[str] = Field(
-        default_factory=list, description="The newest answered call ids, so late duplicates are still recognised."
-    )
-    title: str | None = None
-    switch_count: int = Field(
-        default=0, ge=0, description="Switches in the whole session (`switches` keeps the newest)."
-    )
-    context_tokens: int | None = Field(
-        default=None, description="A smaller context window learned from the provider (context_length_exceeded)."
-    )
-    current_agent: AgentType = AgentType.ORCHESTRATOR
-    approvals: list[PendingApproval] = Field(default_factory=list)
-    switches: list[AgentSwitchRecord] = Field(default_factory=list)
-    seen_message_ids: list[str] = Field(default_factory=list, description="Oldest first; the newest are kept.")
-    queued_inputs: list[UserMessage | SwitchAgent] = Field(default_factory=list)
-    plans: list[Plan] = Field(default_factory=list)
-    counters: SessionCounters = Field(default_factory=SessionCounters)
-    created_at: datetime | None = None
-    runs: int = Field(default=1, description="How many workflow runs this session has had (continue-as-new chain).")
-    unprojected: list[ProjectionRecord] = Field(
-        default_factory=list, description="Projection records not yet written (the database was down)."
-    )
-
-
-class ConversationInput(_Model):
-    session_id: str = Field(min_length=1)
-    config: ConversationConfig = Field(default_factory=ConversationConfig)
-    carried: CarriedState | None = None
-    stream_state: WorkflowStreamState | None = None
 
 
 class SessionStatus(StrEnum):
@@ -573,7 +531,7 @@ class SessionStatus(StrEnum):
     AWAITING_TOOL_RESULT = "awaiting_tool_result"
 
 
-class SessionState(_Model):
+class SessionState(ContractModel):
     session_id: str
     title: str | None = Field(default=None, description="The first user message, at most 500 characters.")
     status: SessionStatus
@@ -593,7 +551,7 @@ class SessionState(_Model):
 # --- LLM activity ---
 
 
-class ToolSpec(_Model):
+class ToolSpec(ContractModel):
     """An OpenAI function tool."""
 
     name: str
@@ -601,7 +559,7 @@ class ToolSpec(_Model):
     parameters: dict[str, Any]
 
 
-class LlmRequest(_Model):
+class LlmRequest(ContractModel):
     """One chat completion. `messages` already starts with the agent's system prompt.
 
     `messages` is the current run's part of the conversation (small: large content is referenced) and `transcript`
@@ -622,7 +580,7 @@ class LlmRequest(_Model):
     request_id: str = ""
 
 
-class LlmReply(_Model):
+class LlmReply(ContractModel):
     """A successful completion. Failures are raised as ApplicationError, never returned as content (I3).
 
     Large content and tool arguments come back stored by reference (the activity stores them).
@@ -638,125 +596,3 @@ class LlmReply(_Model):
         default=None, description="Set when the provider refused the context as too long: the window that worked."
     )
     omitted_messages: int = Field(default=0, description="Older messages left out to fit the context window.")
-
-
-# --- PostgreSQL projection (workflows write records, activities/persistence.py stores them idempotently) ---
-
-
-class SessionRecord(_Model):
-    """The session's summary row; upserted, newest `last_activity` wins."""
-
-    kind: Literal["session"] = "session"
-    session_id: str
-    title: str | None
-    current_agent: AgentType
-    status: SessionStatus
-    message_count: int
-    created_at: datetime
-    last_activity: datetime
-    counters: SessionCounters
-
-
-class MessageRecord(_Model):
-    """One history message at its position; re-sent with the same id only when a human edited its arguments."""
-
-    kind: Literal["message"] = "message"
-    session_id: str
-    seq: int
-    message: ChatMessage
-
-
-class ToolCallRecord(_Model):
-    """A tool call and, once closed, its outcome (completed, failed, rejected, expired, refused, ...)."""
-
-    kind: Literal["tool_call"] = "tool_call"
-    session_id: str
-    call_id: str
-    tool_name: str
-    arguments: dict[str, Any]
-    agent: AgentType
-    requested_at: datetime
-    outcome: str | None = None
-    result: str | ContentRef | None = None
-    closed_at: datetime | None = None
-
-
-class ApprovalRecord(_Model):
-    """An approval as it is now; each distinct status is also kept as one row of its trail."""
-
-    kind: Literal["approval"] = "approval"
-    approval: PendingApproval
-
-
-class AgentSwitchRow(_Model):
-    kind: Literal["agent_switch"] = "agent_switch"
-    session_id: str
-    seq: int
-    switch: AgentSwitchRecord
-
-
-class LlmRequestRecord(_Model):
-    kind: Literal["llm_request"] = "llm_request"
-    session_id: str
-    request_id: str
-    purpose: Literal["agent", "classification"]
-    agent: AgentType
-    model: str
-    ok: bool
-    usage: TokenUsage = Field(default_factory=TokenUsage)
-    latency_ms: int = 0
-    finish_reason: str | None = None
-    error: str | None = None
-    created_at: datetime
-
-
-class PlanRecord(_Model):
-    """A plan with its subtasks as they are now; upserted by plan id."""
-
-    kind: Literal["plan"] = "plan"
-    session_id: str
-    plan: Plan
-    updated_at: datetime
-
-
-class EventRecord(_Model):
-    """One stream event, for the audit log."""
-
-    kind: Literal["event"] = "event"
-    session_id: str
-    event_id: str
-    chunk: StreamChunk
-    created_at: datetime
-
-
-ProjectionRecord = Annotated[
-    SessionRecord
-    | MessageRecord
-    | ToolCallRecord
-    | ApprovalRecord
-    | AgentSwitchRow
-    | LlmRequestRecord
-    | PlanRecord
-    | EventRecord,
-    Field(discriminator="kind"),
-]
-
-
-class ProjectionBatch(_Model):
-    """Records to write in one transaction. Every write is keyed, so a retried or replayed batch changes nothing."""
-
-    records: list[ProjectionRecord]
-    wait_for_database_seconds: float = Field(
-        default=0.0,
-        ge=0,
-        description="While PostgreSQL is unreachable, keep trying this long (heartbeating) before giving up, so a "
-        "backlog is written within about a second of the database's return.",
-    )
-
-
-class ProjectionWriteResult(_Model):
-    """What one write did. A record PostgreSQL refuses is quarantined (and counted), never retried forever."""
-
-    written: int = 0
-    quarantined: int = 0
-    truncated: int = Field(default=0, description="Text values cut to the projection's size limit.")

@@ -12,7 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from workflows.model import AgentType, Plan, Subtask, SubtaskStatus
+from workflows.model import (
+    AgentType,
+    Plan,
+    Subtask,
+    SubtaskStatus,
+)
 
 # Agents that may be given a subtask (the original's create_plan schema).
 SUBTASK_AGENTS = frozenset({AgentType.CODER, AgentType.DEBUG, AgentType.ASK})

@@ -12,7 +12,12 @@ import fnmatch
 import re
 from typing import Any
 
-from workflows.model import ApprovalPolicy, ApprovalRequirement, ApprovalRule, ArgumentPredicate
+from workflows.model import (
+    ApprovalPolicy,
+    ApprovalRequirement,
+    ApprovalRule,
+    ArgumentPredicate,
+)
 
 DEFAULT_APPROVAL_POLICY = ApprovalPolicy(
     rules=[

@@ -44,23 +44,25 @@ from temporalio.exceptions import FailureError
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,
     AgentSwitchRecord,
-    AgentSwitchRow,
     AgentType,
-    ApprovalRecord,
     ChatMessage,
     ContentRef,
+    PendingApproval,
+    Plan,
+    SessionCounters,
+    StreamChunk,
+    ToolCall,
+)
+from workflows.records import (
+    AgentSwitchRow,
+    ApprovalRecord,
     EventRecord,
     LlmRequestRecord,
     MessageRecord,
-    PendingApproval,
-    Plan,
     PlanRecord,
     ProjectionBatch,
     ProjectionRecord,
     ProjectionWriteResult,
-    SessionCounters,
-    StreamChunk,
-    ToolCall,
     ToolCallRecord,
 )
 

@@ -8,7 +8,10 @@ and refuses to start when anything disagrees.
 from __future__ import annotations
 
 from workflows.agents import AGENTS, tool_names_in_prompt
-from workflows.model import AgentType, ApprovalPolicy
+from workflows.model import (
+    AgentType,
+    ApprovalPolicy,
+)
 from workflows.policy import rule_names_tool
 from workflows.routing import LABELS
 from workflows.tools import APPROVAL_GATED_RUNTIME_TOOLS, CATALOGUE, Executor

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 from workflows.content import Content, text_or_preview
-from workflows.model import PROXY_ERROR_PREFIX, ContentRef
+from workflows.model import (
+    PROXY_ERROR_PREFIX,
+    ContentRef,
+)
 
 DEFAULT_REJECTION_FEEDBACK = "User rejected this operation"
 

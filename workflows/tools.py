@@ -12,7 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from workflows.model import AgentType, ToolSpec
+from workflows.model import (
+    AgentType,
+    ToolSpec,
+)
 
 
 class Executor(StrEnum):
