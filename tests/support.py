@@ -17,6 +17,7 @@ from workflows.model import (
     StreamChunk,
     ToolResult,
     UserMessage,
+    workflow_id_for,
 )
 
 
@@ -113,3 +114,15 @@ def final(chunks: list[StreamChunk]) -> StreamChunk:
     assert chunks and chunks[-1].is_final, f"stream did not end at a wait point: {types(chunks)}"
     assert all(not c.is_final for c in chunks[:-1]), f"more than one final chunk: {types(chunks)}"
     return chunks[-1]
+
+
+async def largest_event(client: ConversationClient, session_id: str) -> int:
+    """The largest event (payloads included) in any run of the session's continue-as-new chain."""
+    largest, run_id = 0, None
+    while True:
+        run = client.temporal.get_workflow_handle(workflow_id_for(session_id), run_id=run_id)
+        events = [event async for event in run.fetch_history_events()]
+        largest = max([largest, *(event.ByteSize() for event in events)])
+        run_id = events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+        if not run_id:
+            return largest

@@ -29,7 +29,7 @@ from devstack.temporal import DevServer
 from settings import ENV_PREFIX, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, text, types
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent
 AGENT_RUNTIME = BIN_DIR / "agent-runtime"
 # The README's commands: `./run demo` and `./run dev` start the embedded stack (python -m devstack).

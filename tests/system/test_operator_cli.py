@@ -35,7 +35,7 @@ from workflows.model import (
     workflow_id_for,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,15 @@ from devstack.fake_llm import FakeLlmServer, FakeReply
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import DevServer, free_port, start_dev_server
 from settings import ENV_PREFIX, Settings, TemporalSettings
+from tests.projection.support import Transcript, assert_projection_equals_workflow
 from tests.support import Session, call, classify, final, text, types
-from tests.test_projection import Transcript, assert_projection_equals_workflow
 from workflows.model import (
     CHAT_COMPLETION_ACTIVITY,
     ApprovalStatus,
     UserMessage,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_SECONDS = 30
 WORKER_STOP_SECONDS = 10
 # Generous bounds on this 2-core machine; the measured figures are printed.

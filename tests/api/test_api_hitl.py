@@ -13,9 +13,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from devstack.fake_llm import FakeReply
-from tests import test_api_support as support
+from tests.api import support
+from tests.api.support import AUTH, KEY, Api, SseEvent, assert_original_shape, final, types
 from tests.support import call, classify, text, tool_messages_for
-from tests.test_api_support import AUTH, KEY, Api, SseEvent, assert_original_shape, final, types
 
 dev_server = support.dev_server
 api = support.api

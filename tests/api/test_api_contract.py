@@ -19,9 +19,9 @@ from devstack.embedded_server import EmbeddedServer
 from devstack.fake_llm import FakeLlmServer
 from devstack.temporal import DevServer, free_port
 from settings import Settings, TemporalSettings
-from tests import test_api_support as support
+from tests.api import support
+from tests.api.support import KEY, Api, assert_original_shape, chunks, final, types
 from tests.support import call, classify, text
-from tests.test_api_support import KEY, Api, assert_original_shape, chunks, final, types
 
 # The shared module-scoped fixtures: one dev server, worker and API for this module.
 dev_server = support.dev_server

@@ -26,8 +26,8 @@ from websockets.asyncio.client import connect
 from api import ApiOptions
 from devstack.fake_llm import FakeLlmServer
 from devstack.temporal import DevServer
-from tests import test_api_support as support
-from tests.test_api_support import AUTH, Api, read_sse
+from tests.api import support
+from tests.api.support import AUTH, Api, read_sse
 
 dev_server = support.dev_server
 

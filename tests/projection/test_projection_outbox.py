@@ -40,8 +40,8 @@ from devstack.fake_llm import FakeLlmServer
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import DevServer
 from tests.conftest import RuntimeFactory
+from tests.projection.support import Transcript, assert_projection_equals_workflow
 from tests.support import Session, call, classify, final, text, types
-from tests.test_projection import Transcript, assert_projection_equals_workflow
 from workflows.conversation import ConversationWorkflow
 from workflows.model import (
     RECORD_PROJECTION_ACTIVITY,

@@ -14,30 +14,17 @@ import pytest
 from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError, SessionStuckError
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from tests.conftest import RuntimeFactory
-from tests.support import Session, call, classify, final, text, tool_messages_for
+from tests.support import Session, call, classify, final, largest_event, text, tool_messages_for
 from tests.workflow_changes import BugBetweenTurnsWorkflow, BugInATurnWorkflow
 from workflows.content import RAW_INPUT_LIMIT
 from workflows.model import (
     ChunkType,
     ToolResult,
     UserMessage,
-    workflow_id_for,
 )
 
 # Temporal warns at 512 KB per payload (and refuses at 2 MB); a bounded session stays far below.
 PAYLOAD_WARNING = 512 * 1024
-
-
-async def largest_event(client: ConversationClient, session_id: str) -> int:
-    """The largest event (payloads included) in any run of the session's continue-as-new chain."""
-    largest, run_id = 0, None
-    while True:
-        run = client.temporal.get_workflow_handle(workflow_id_for(session_id), run_id=run_id)
-        events = [event async for event in run.fetch_history_events()]
-        largest = max([largest, *(event.ByteSize() for event in events)])
-        run_id = events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-        if not run_id:
-            return largest
 
 
 def file_of(size: int, seed: str) -> str:

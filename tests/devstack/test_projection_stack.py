@@ -31,7 +31,7 @@ from devstack.postgres import EmbeddedPostgres, EmbeddedPostgresError, postgres_
 from devstack.temporal import free_port
 from settings import ENV_PREFIX, SettingsError, load_settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_START_SECONDS = 60
 DEV_STOP_SECONDS = 30
 

@@ -19,7 +19,7 @@ from cli.main import main
 from settings import ENV_PREFIX, NESTED_DELIMITER, Settings, load_settings
 from workflows.model import SEARCH_ATTRIBUTES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "temporal-compose.yml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_IMAGE_DOCKERFILE = "deploy/Dockerfile"

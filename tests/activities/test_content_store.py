@@ -15,8 +15,7 @@ from client.connection import with_content_store
 from devstack.fake_llm import FakeLlmServer
 from devstack.postgres import EmbeddedPostgres
 from tests.conftest import RuntimeFactory
-from tests.support import Session, call, classify, final, text
-from tests.test_scenarios_bounded import largest_event
+from tests.support import Session, call, classify, final, largest_event, text
 from workflows.content import RAW_INPUT_LIMIT, ref_marker
 from workflows.model import (
     ContentRef,

@@ -33,7 +33,7 @@ from activities.persistence import (
 from activities.postgres import create_pool
 from client.projection_reader import ProjectionReader
 from devstack.postgres import EmbeddedPostgres
-from tests.test_projection import table_contents
+from tests.projection.support import table_contents
 from workflows.model import (
     AgentType,
     ChatMessage,

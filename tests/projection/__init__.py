@@ -1,0 +1,1 @@
+"""The PostgreSQL projection on an embedded PostgreSQL: what conversations leave in it, the writer, the outbox."""
