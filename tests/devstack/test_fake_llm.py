@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 import devstack.fake_llm
+import devstack.fake_llm._cli
 from devstack.fake_llm import (
     FakeLlmServer,
     FakeReply,
@@ -494,7 +495,7 @@ def test_context_window_is_configurable_at_construction_and_on_the_command_line(
         FakeLlmServer(context_window=0)
 
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr(devstack.fake_llm, "serve", lambda host, port, **options: served.append(options))
+    monkeypatch.setattr(devstack.fake_llm._cli, "serve", lambda host, port, **options: served.append(options))
     assert devstack.fake_llm.main(["--port", "0", "--context-window", "8192"]) == 0
     assert served[-1]["context_window"] == 8192
     assert devstack.fake_llm.main([]) == 0
