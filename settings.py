@@ -108,9 +108,11 @@ class ApprovalSettings(BaseModel):
         enabled: With False no tool call waits for a human.
         timeout_seconds: Default expiry of an approval; None waits until someone decides. A rule's own
             `timeout_seconds` wins over it.
-        rules: Ordered rules, first match wins (JSON list of `ApprovalRule`). None uses the built-in
-            `DEFAULT_APPROVAL_POLICY`. A tool no rule matches needs no approval; end with a `{"pattern": "*",
-            "requires_approval": true}` rule to make approval the default.
+        rules: Rules (JSON list of `ApprovalRule`): deny rules (asking, with conditions) win, otherwise the first
+            match wins (workflows/policy.py). The built-in `DEFAULT_APPROVAL_POLICY` rules follow them (all of the
+            policy when None), so writes, directories and commands no rule approved still ask. A tool no rule
+            matches needs no approval; end with a `{"pattern": "*", "requires_approval": true}` rule to make
+            approval the default for every tool.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -286,10 +288,15 @@ class Settings(BaseSettings):
         """The approval policy for new sessions.
 
         Returns:
-            The configured rules, or the built-in default policy when none are configured, with `enabled` and
-            the default timeout taken from the settings either way.
+            The configured rules followed by the built-in ones (only the built-in ones when none are configured),
+            with `enabled` and the default timeout taken from the settings either way.
         """
-        base = DEFAULT_APPROVAL_POLICY if self.approval.rules is None else ApprovalPolicy(rules=self.approval.rules)
+        if self.approval.rules is None:
+            base = DEFAULT_APPROVAL_POLICY
+        else:
+            # The built-in rules follow the configured ones, so a risky tool that no configured rule matches (a
+            # command an allow rule did not approve) still asks, instead of running because nothing matched.
+            base = ApprovalPolicy(rules=[*self.approval.rules, *DEFAULT_APPROVAL_POLICY.rules])
         return ApprovalPolicy.model_validate(
             base.model_dump()
             | {"enabled": self.approval.enabled, "default_timeout_seconds": self.approval.timeout_seconds}

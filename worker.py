@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.content import ContentActivities, ContentStore
+from activities.grants import GrantActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.postgres import close_pool, create_pool
@@ -27,6 +28,7 @@ from client.connection import connect_client, open_content_store, settle_after_s
 from client.telemetry import telemetry
 from settings import Settings, SettingsError, load_settings
 from workflows.conversation import ConversationWorkflow
+from workflows.project_grants import ProjectGrantsWorkflow
 from workflows.selfcheck import check_consistency
 
 log = logging.getLogger("agent_runtime.worker")
@@ -77,11 +79,12 @@ async def _polling(
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
-            workflows=[workflow],
+            workflows=[workflow, ProjectGrantsWorkflow],
             activities=[
                 llm.chat_completion,
                 ContentActivities(content).archive_transcript,
                 *([projection.record] if projection else []),
+                *GrantActivities(client).all(),
             ],
             # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
             # an approval click that seems to hang after a restart. A cache miss only costs a replay.

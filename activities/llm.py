@@ -10,6 +10,10 @@ Every provider the runtime talks to (the original llm-proxy, LiteLLM, OpenAI, Op
   failures as HTTP 200 with assistant text "[Error] ..." (root of bug B2); that is raised as a retryable error.
 - Assistant text that accompanies tool calls is kept (bug L14).
 
+- Telemetry: the workflow owns the GenAI span of a logical call (workflows/genai.py); each HTTP request an attempt
+  makes is a `POST` span under it (HTTP conventions: `http.request.resend_count` from the second attempt on,
+  `http.response.status_code`, `error.type`), and a failed attempt is logged with its number, so a retry storm
+  shows as such.
 - Streaming (`LlmRequest.stream`): the answer is read as OpenAI SSE chunks, tool-call deltas included, and each
   text delta is published to the session's event stream as an `assistant_delta` event tagged with the activity
   attempt, so a client can tell a retried call's tokens from the first try's. The accumulated chunks are turned into
@@ -31,12 +35,13 @@ import contextlib
 import email.utils
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -118,6 +123,8 @@ class LlmActivities:
         self._url = chat_completions_url
         self._api_key = api_key
         self._internal_api_key = internal_api_key
+        self._server = _server_of(chat_completions_url)
+        self._url_attribute = _without_credentials(chat_completions_url)
 
     @activity.defn(name=CHAT_COMPLETION_ACTIVITY)
     async def chat_completion(self, request: LlmRequest) -> LlmReply:
@@ -136,40 +143,16 @@ class LlmActivities:
                 `LLM_BAD_RESPONSE_ERROR` (retryable) for a 2xx body that is not a usable completion;
                 `CONTENT_STORE_UNAVAILABLE_ERROR` (retryable) when referenced content cannot be read or stored.
         """
-        # GenAI semantic conventions (gen_ai.*), so any OpenTelemetry backend shows model, tokens and outcome.
-        with _tracer().start_as_current_span(
-            f"chat {request.model}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": "openai",
-                "gen_ai.request.model": request.model,
-                "agent_runtime.session_id": request.session_id,
-                "agent_runtime.agent": request.agent.value,
-                "agent_runtime.purpose": request.purpose,
-                "agent_runtime.attempt": activity.info().attempt,
-            },
-        ) as span:
+        try:
             try:
                 async with heartbeating(HEARTBEAT_INTERVAL_SECONDS):
                     reply = await self._complete_within_window(request)
             except ContentStoreUnavailable as err:
-                span.set_status(Status(StatusCode.ERROR, str(err)))
                 raise ApplicationError(str(err), type=CONTENT_STORE_UNAVAILABLE_ERROR) from err
-            except ApplicationError as err:
-                span.set_attribute("error.type", err.type or "ApplicationError")
-                span.set_status(Status(StatusCode.ERROR, str(err)))
-                raise
-            span.set_attributes(
-                {
-                    "gen_ai.response.model": reply.model,
-                    "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
-                    "gen_ai.usage.output_tokens": reply.usage.completion_tokens,
-                    "gen_ai.response.finish_reasons": [reply.finish_reason or "unknown"],
-                    "agent_runtime.tool_calls": len(reply.tool_calls),
-                }
-            )
-        _record_metrics(request, reply)
+        except ApplicationError as err:
+            _log_failed_attempt(request, err)
+            raise
+        reply.server_address, reply.server_port = self._server
         return reply
 
     async def _complete_within_window(self, request: LlmRequest) -> LlmReply:
@@ -229,8 +212,12 @@ class LlmActivities:
         return messages, omitted
 
     async def _complete(self, request: LlmRequest, messages: list[dict[str, Any]]) -> LlmReply:
-        if request.stream:
-            return await self._stream_completion(request, messages)
+        with self._http_span():
+            if request.stream:
+                return await self._stream_completion(request, messages)
+            return await self._complete_plain(request, messages)
+
+    async def _complete_plain(self, request: LlmRequest, messages: list[dict[str, Any]]) -> LlmReply:
         body = build_request_body(request, messages, stream=False)
         started = time.monotonic()
         response = await self._post(body, request.timeout_seconds)
@@ -257,6 +244,7 @@ class LlmActivities:
                 timeout=httpx.Timeout(request.timeout_seconds),
             )
             response = await self._http.send(request_, stream=True)
+            _answered(response)
             try:
                 if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
                     # An error, or a provider that ignores `stream`: read it whole, like the plain path.
@@ -290,19 +278,49 @@ class LlmActivities:
         latency_ms = int((time.monotonic() - started) * 1000)
         return parse_completion(accumulator.completion(), latency_ms=latency_ms, requested_model=request.model)
 
+    @contextlib.contextmanager
+    def _http_span(self) -> Iterator[None]:
+        """One HTTP request to the provider as a CLIENT span of the HTTP conventions, under the workflow's `chat`
+        span (`_answered` adds the status code)."""
+        attempt = activity.info().attempt
+        host, port = self._server
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "url.full": self._url_attribute,
+            "server.address": host,
+            "agent_runtime.attempt": attempt,
+        }
+        if port is not None:
+            attributes["server.port"] = port
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        with _tracer().start_as_current_span(
+            "POST", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield
+            except (ApplicationError, _ContextTooLong) as err:
+                span.set_attribute("error.type", _http_error_type(err))
+                span.set_status(Status(StatusCode.ERROR, str(err)[:500]))
+                raise
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         if self._internal_api_key:
             headers["X-Internal-Auth"] = self._internal_api_key
+        # W3C `traceparent` of the request's span: a traced proxy (LiteLLM, the llm-proxy) continues the trace.
+        propagate.inject(headers)
         return headers
 
     async def _post(self, body: dict[str, Any], timeout_seconds: float) -> httpx.Response:
         async with self._transport_errors(timeout_seconds):
-            return await self._http.post(
+            response = await self._http.post(
                 self._url, json=body, headers=self._headers(), timeout=httpx.Timeout(timeout_seconds)
             )
+        _answered(response)
+        return response
 
     @contextlib.asynccontextmanager
     async def _transport_errors(self, timeout_seconds: float) -> AsyncIterator[None]:
@@ -330,7 +348,7 @@ class LlmActivities:
             return
         provider_message = self._scrub(_provider_error_message(response))
         if status in (400, 413) and _is_context_overflow(response, provider_message):
-            raise _ContextTooLong(provider_message)
+            raise _ContextTooLong(provider_message, status)
         if status in _RETRYABLE_STATUSES or status >= 500:
             raise ApplicationError(
                 f"LLM provider unavailable (HTTP {status}): {provider_message}",
@@ -359,9 +377,10 @@ class LlmActivities:
 class _ContextTooLong(Exception):
     """The provider refused the request as longer than the model's context window (handled by shrinking once)."""
 
-    def __init__(self, provider_message: str) -> None:
+    def __init__(self, provider_message: str, status: int) -> None:
         super().__init__(provider_message)
         self.provider_message = provider_message
+        self.status = status
 
 
 # How providers other than OpenAI (which sends `code: context_length_exceeded`) word the same refusal.
@@ -395,15 +414,65 @@ def _tracer() -> trace.Tracer:
     return trace.get_tracer("agent_runtime.llm")
 
 
-def _record_metrics(request: LlmRequest, reply: LlmReply) -> None:
-    meter = activity.metric_meter()
-    labels = {"model": reply.model or request.model, "purpose": request.purpose}
-    meter.create_histogram_timedelta(
-        "agent_runtime_llm_latency", "LLM request latency (one attempt)", "duration"
-    ).record(timedelta(milliseconds=reply.latency_ms), labels)
-    tokens = meter.create_counter("agent_runtime_llm_tokens", "LLM tokens used", "tokens")
-    tokens.add(reply.usage.prompt_tokens, labels | {"type": "input"})
-    tokens.add(reply.usage.completion_tokens, labels | {"type": "output"})
+def _answered(response: httpx.Response) -> None:
+    """The status code on the request's span (`_http_span`)."""
+    trace.get_current_span().set_attribute("http.response.status_code", response.status_code)
+
+
+def _server_of(url: str) -> tuple[str, int | None]:
+    """`server.address` and `server.port` of an endpoint URL (the port of its scheme when it names none)."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.hostname or "", port
+
+
+def _without_credentials(url: str) -> str:
+    """The URL for `url.full`, which must not carry credentials (a `user:password@` in a proxy's base URL)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"REDACTED:REDACTED@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _http_error_type(err: Exception) -> str:
+    """The HTTP conventions' `error.type`: the status code of an error answer, else `timeout` or the transport
+    failure's class, else the activity's error type (a 2xx body that is not a completion)."""
+    if isinstance(err, _ContextTooLong):
+        return str(err.status)
+    details = err.details[0] if isinstance(err, ApplicationError) and err.details else None
+    if isinstance(details, dict) and isinstance(details.get("status_code"), int):
+        return str(details["status_code"])
+    cause = err.__cause__
+    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+        return "timeout"
+    if isinstance(cause, httpx.TransportError):
+        return type(cause).__qualname__
+    return err.type if isinstance(err, ApplicationError) and err.type else type(err).__qualname__
+
+
+def _log_failed_attempt(request: LlmRequest, err: ApplicationError) -> None:
+    """Log a failed attempt with its number and what happens next, so retries that multiply are visible."""
+    info = activity.info()
+    # The server sends the retry policy with the task (Temporal's time-skipping test server does not).
+    limit = info.retry_policy.maximum_attempts if info.retry_policy else None
+    if err.non_retryable or (limit and info.attempt >= limit):
+        then = "no retry left"
+    elif limit is None:
+        then = "Temporal retries it if its retry policy allows"
+    else:
+        then = "Temporal retries it with backoff"
+    activity.logger.warning(
+        "LLM call failed on attempt %d%s (%s, %s request %s); %s: %s",
+        info.attempt,
+        f" of {limit}" if limit else "",
+        err.type,
+        request.purpose,
+        request.request_id,
+        then,
+        err,
+    )
 
 
 def _json_body(response: httpx.Response) -> Any:

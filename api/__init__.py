@@ -11,6 +11,8 @@ Endpoints (all but /health and the docs need `X-Internal-Auth` when a key is con
 - `POST /sessions`, `GET /sessions`, `GET /sessions/{id}`, `GET /sessions/{id}/history`,
   `GET /sessions/{id}/pending-approvals`.
 - `GET /agents`, `GET /agents/{session_id}/current`, `POST /agents/{session_id}/switch`.
+- Remembered decisions: `GET`/`DELETE /sessions/{id}/grants[/{grant_id}]`, `GET`/`DELETE
+  /projects/{project}/grants[/{grant_id}]` (`api.routes_grants`).
 - `GET /events/metrics`, `GET /events/metrics/sessions`, `GET /events/metrics/session/{id}`.
 - `GET /health`; `WS /ws/{session_id}` (see `api.ws`).
 
@@ -38,12 +40,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.content import ContentStore
-from api import routes_agent, routes_agents, routes_events, routes_sessions, ws
+from api import routes_agent, routes_agents, routes_events, routes_grants, routes_sessions, ws
 from api.auth import AUTH_HEADER, OPEN_PATHS, InternalAuthMiddleware
 from api.models import AgentStreamRequestDoc, HealthResponse
 from api.runtime import ApiOptions, ApiRuntime
 from client.connection import connect_client, open_content_store, session_config, with_content_store
 from client.conversation_client import ConversationError, SessionClosedError, SessionStuckError, UnknownSessionError
+from client.telemetry import telemetry
 from settings import Settings
 from workflows.model import StreamChunk
 
@@ -75,7 +78,8 @@ def create_app(
 
     Args:
         settings: Process settings (Temporal connection, task queue, session config, `internal_api_key`).
-        temporal_client: Use this client instead of connecting at startup (tests, embedding).
+        temporal_client: Use this client instead of connecting at startup (tests, embedding); the embedder sets
+            telemetry up (client/telemetry.py). Without one, the app sets it up from `settings.otel` and connects.
         options: API tunables; the defaults suit production.
         content: Use this content store instead of opening the one the settings describe (it must be the workers').
 
@@ -94,7 +98,8 @@ def create_app(
             if temporal_client is not None:
                 client = with_content_store(temporal_client, store, threshold)
             else:
-                client = await connect_client(settings, content=store)
+                otel = await stack.enter_async_context(telemetry(settings.otel))
+                client = await connect_client(settings, content=store, **otel.client_options())
             # Sessions started here get the same configuration as the worker's other starters (search attributes on
             # when they are registered, which this also does).
             config = await session_config(client, settings)
@@ -114,7 +119,7 @@ def create_app(
     async def health() -> HealthResponse:
         return HealthResponse(version=VERSION)
 
-    for module in (routes_agent, routes_sessions, routes_agents, routes_events, ws):
+    for module in (routes_agent, routes_sessions, routes_grants, routes_agents, routes_events, ws):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -15,8 +15,11 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from workflows.model import (
     AgentType,
+    ApprovalGrant,
     Decision,
     PlanDecisionKind,
+    ProjectName,
+    RememberDecision,
 )
 
 # Session ids become Temporal workflow ids: printable, bounded. Anything else is refused with 422 before it reaches
@@ -74,6 +77,10 @@ class UserMessageInput(_Body):
         description="When the session is closed (failed or terminated), start a new one under the same id instead "
         "of refusing the message.",
     )
+    project: ProjectName | None = Field(
+        default=None,
+        description="The project (workspace) whose remembered approvals apply to this session from now on.",
+    )
 
 
 class ToolResultInput(_Body):
@@ -93,6 +100,11 @@ class HitlDecisionInput(_Body):
     decision: Decision
     modified_arguments: dict[str, Any] | None = Field(default=None, description="Required with decision 'edit'.")
     feedback: str | None = None
+    remember: RememberDecision | None = Field(
+        default=None,
+        description="With 'approve': also approve later matching calls of this session (scope 'session') or of "
+        "every session of a project (scope 'project' and its name); see the README.",
+    )
 
 
 class SwitchAgentInput(_Body):
@@ -371,6 +383,29 @@ class SessionMetricsResponse(_Out):
 class MetricsSessionsResponse(_Out):
     sessions: list[str]
     count: int
+
+
+# --- remembered decisions (api/routes_grants.py) ---
+
+
+class GrantsResponse(_Out):
+    """Remembered decisions of a session or a project: active ones (`revoked_at` null), then revoked ones."""
+
+    session_id: str | None = None
+    project: str | None = None
+    grants: list[ApprovalGrant]
+    count: int = Field(description="Active grants.")
+
+
+class RevokeGrantRequest(_Body):
+    reason: str | None = Field(default=None, max_length=1000, description="Kept with the revoked grant.")
+
+
+class RevokedGrantResponse(_Out):
+    grant_id: str
+    revoked: bool = True
+    duplicate: bool = Field(description="It was already revoked: nothing changed.")
+    grant: ApprovalGrant | None = Field(default=None, description="The revoked grant (projects).")
 
 
 class ErrorResponse(BaseModel):

@@ -126,7 +126,12 @@ def parse_input(message: Any) -> ParsedInput:
     try:
         match parsed:
             case UserMessageInput():
-                user = UserMessage(content=parsed.content, agent_type=parsed.agent_type, message_id=parsed.message_id)
+                user = UserMessage(
+                    content=parsed.content,
+                    agent_type=parsed.agent_type,
+                    message_id=parsed.message_id,
+                    project=parsed.project,
+                )
                 return ParsedInput(user, new_session=parsed.new_session)
             case ToolResultInput():
                 error = parsed.error
@@ -139,6 +144,7 @@ def parse_input(message: Any) -> ParsedInput:
                     decision=parsed.decision,
                     modified_arguments=parsed.modified_arguments,
                     feedback=parsed.feedback,
+                    remember=parsed.remember,
                 )
                 return ParsedInput(decision)
             case SwitchAgentInput():

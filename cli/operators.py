@@ -1,4 +1,5 @@
-"""The operator commands of `agent-runtime`: `approvals`, `sessions`, `show`, `export`, `replay`, `worker-health`.
+"""The operator commands of `agent-runtime`: `approvals`, `grants`, `sessions`, `show`, `export`, `replay`,
+`worker-health`.
 
 They read the same AGENT_RUNTIME__TEMPORAL__* settings as the worker (address, namespace, TLS, API key, task
 queue). `replay` of files needs no Temporal at all, so it can gate a deploy in CI.
@@ -11,7 +12,7 @@ Exit codes, the same for every command here so that scripts can tell what happen
        invalid AGENT_RUNTIME__* variable)
     3  approvals list --fail-if-any: matching approvals are pending (for monitoring)
     4  unknown session (no such workflow)
-    5  unknown call id in that session
+    5  unknown call id in that session (grants: unknown grant id)
     6  the approval was already resolved differently (e.g. reject after approve); a repeated identical
        decision is not an error (exit 0, reported as "no change")
     7  Temporal unreachable (connection refused, TLS or authentication failure)
@@ -39,6 +40,8 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.content import ContentStore
+from cli import grants as grants_module
 from cli import inbox as inbox_module
 from cli import replay
 from cli.health import POLLER_FRESHNESS, idle_poll_kinds
@@ -60,9 +63,11 @@ from client.conversation_client import (
     SessionClosedError,
     SessionStuckError,
     UnknownCallIdError,
+    UnknownGrantError,
     UnknownSessionError,
 )
-from settings import SettingsError, load_settings
+from client.telemetry import telemetry
+from settings import Settings, SettingsError, load_settings
 from workflows.model import (
     AgentType,
     Decision,
@@ -73,7 +78,7 @@ from workflows.model import (
     workflow_id_for,
 )
 
-OPERATOR_COMMANDS = frozenset({"approvals", "sessions", "show", "export", "replay", "worker-health"})
+OPERATOR_COMMANDS = frozenset({"approvals", "grants", "sessions", "show", "export", "replay", "worker-health"})
 
 EXIT_OK = 0
 EXIT_REPLAY_FAILED = 1
@@ -93,7 +98,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_USAGE, "usage or settings error"),
     (EXIT_APPROVALS_PENDING, "approvals list --fail-if-any: matching approvals are pending"),
     (EXIT_UNKNOWN_SESSION, "unknown session"),
-    (EXIT_UNKNOWN_CALL, "unknown call id in that session"),
+    (EXIT_UNKNOWN_CALL, "unknown call id in that session (grants: unknown grant id)"),
     (EXIT_ALREADY_RESOLVED, "the approval was already resolved differently"),
     (EXIT_UNREACHABLE, "Temporal unreachable"),
     (EXIT_REFUSED, "the session refused the decision"),
@@ -164,6 +169,8 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
             decide.add_argument("--arguments", type=_json_object, required=True, metavar="JSON")
         if action == "reject":
             decide.add_argument("--feedback", metavar="TEXT")
+        if action == "approve":
+            grants_module.add_remember_options(decide)
         decide.add_argument(
             "--timeout",
             type=parse_duration,
@@ -171,6 +178,8 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
             metavar="DURATION",
             help="how long to wait for the session to accept (default 30s)",
         )
+
+    grants_module.add_grants_parser(commands, add)
 
     sessions = add(commands, "sessions", "list running sessions with status, agent and pending approvals")
     sessions.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -225,7 +234,7 @@ def _exit_for(err: Exception) -> tuple[int | None, str]:
             return EXIT_USAGE, str(err)
         case UnknownSessionError() | UnknownWorkflowError():
             return EXIT_UNKNOWN_SESSION, str(err)
-        case UnknownCallIdError():
+        case UnknownCallIdError() | UnknownGrantError():
             return EXIT_UNKNOWN_CALL, str(err)
         case ApprovalAlreadyResolvedError():
             return EXIT_ALREADY_RESOLVED, str(err)
@@ -263,11 +272,18 @@ async def _connect(answer_timeout: timedelta | None = None) -> tuple[Client, Con
     settings = load_settings()
     answer_timeout = answer_timeout or inbox_module.QUERY_TIMEOUT
     content = await _resources.get().enter_async_context(open_content_store(settings))
-    client = await connect_client(settings, content=content)
+    client = await _traced_client(settings, content=content)
     conversations = ConversationClient(
         client, task_queue=settings.temporal.task_queue, content=content, answer_timeout=answer_timeout
     )
     return client, conversations
+
+
+async def _traced_client(settings: Settings, content: ContentStore | None = None) -> Client:
+    """A client with the process's telemetry (as the worker and the API have it), set up for the command's life:
+    a decision taken here is traced like one from the API."""
+    otel = await _resources.get().enter_async_context(telemetry(settings.otel))
+    return await connect_client(settings, content=content, **otel.client_options())
 
 
 # --- approvals ---
@@ -291,15 +307,21 @@ async def _decide(conversations: ConversationClient, args: argparse.Namespace) -
     approvals = await conversations.approvals(args.session)
     plan = next((a for a in approvals if a.request_type == "plan" and args.call_id in (a.call_id, a.request_id)), None)
     if plan is None:
-        decision = HitlDecision(
-            call_id=args.call_id,
-            decision=Decision(args.action),
-            modified_arguments=getattr(args, "arguments", None),
-            feedback=getattr(args, "feedback", None),
-        )
+        try:
+            decision = HitlDecision(
+                call_id=args.call_id,
+                decision=Decision(args.action),
+                modified_arguments=getattr(args, "arguments", None),
+                feedback=getattr(args, "feedback", None),
+                remember=grants_module.remember_from(args),
+            )
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         return await conversations.decide(args.session, decision)
     if args.action == "edit":
         raise InvalidInputError("a plan cannot be edited, only approved or rejected (with --feedback)")
+    if getattr(args, "remember", None) is not None:
+        raise UsageError("a plan approval cannot be remembered")
     kind = PlanDecisionKind.APPROVE if args.action == "approve" else PlanDecisionKind.REJECT
     return await conversations.decide_plan(
         args.session,
@@ -324,6 +346,14 @@ async def _approvals_list(args: argparse.Namespace) -> int:
     else:
         _out(render_inbox(inbox.entries, now))
     return EXIT_APPROVALS_PENDING if args.fail_if_any and inbox.entries else EXIT_OK
+
+
+# --- grants ---
+
+
+async def _grants(args: argparse.Namespace) -> int:
+    _, conversations = await _connect()
+    return await grants_module.run_grants(args, conversations, _out)
 
 
 # --- sessions, show, export ---
@@ -367,6 +397,7 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 async def _worker_health(args: argparse.Namespace) -> int:
+    # No telemetry: a container health check runs every few seconds and must not wait on a collector.
     settings = load_settings()
     client = await connect_client(settings)
     idle = await idle_poll_kinds(client, settings.temporal.task_queue, args.hostname)
@@ -417,6 +448,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "approvals": _approvals,
+    "grants": _grants,
     "sessions": _sessions,
     "show": _show,
     "export": _export,

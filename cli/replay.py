@@ -29,9 +29,11 @@ from activities.content import ContentStore
 from cli.visibility import sessions_query
 from client.plugin import AgentRuntimePlugin
 from workflows.conversation import ConversationWorkflow
+from workflows.project_grants import ProjectGrantsWorkflow
 
-# What `agent-runtime replay` replays against. Tests swap in a changed workflow to prove the gate catches it.
-WORKFLOWS: Sequence[type] = (ConversationWorkflow,)
+# What `agent-runtime replay` replays against (the sessions, and the projects' remembered decisions). Tests swap in a
+# changed workflow to prove the gate catches it.
+WORKFLOWS: Sequence[type] = (ConversationWorkflow, ProjectGrantsWorkflow)
 
 DEFAULT_QUERY = sessions_query()
 _DETAIL_CHARS = 300

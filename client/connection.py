@@ -75,12 +75,15 @@ async def _s3_client(content: ContentSettings) -> AsyncIterator[Any]:
 
 
 def with_content_store(client: Client, content: ContentStore, threshold: int | None = None) -> Client:
-    """The same connection with the runtime's plugin over `content` (an embedded worker and its client share it)."""
+    """The same connection with the runtime's plugin over `content` (an embedded worker and its client share it).
+
+    The client's own plugin settings (tracing, interceptors) are kept.
+    """
     config = client.config()
+    previous = next((p for p in config["plugins"] if isinstance(p, AgentRuntimePlugin)), None)
     plugins = [p for p in config["plugins"] if not isinstance(p, AgentRuntimePlugin)]
-    interceptors = config["interceptors"]
-    config["plugins"] = [*plugins, AgentRuntimePlugin(content, threshold=threshold)]
-    config["interceptors"] = interceptors
+    plugin = previous.over(content, threshold) if previous else AgentRuntimePlugin(content, threshold=threshold)
+    config["plugins"] = [*plugins, plugin]
     return Client(**config)
 
 
@@ -89,15 +92,19 @@ async def connect_client(
     *,
     content: ContentStore | None = None,
     interceptors: Sequence[Any] = (),
+    tracing: bool = False,
     **kwargs: Any,
 ) -> Client:
     """Connect to Temporal as configured, with the runtime's plugin (client/plugin.py).
+
+    Pass `**Telemetry.client_options()` (client/telemetry.py) to trace with the process's telemetry.
 
     Args:
         settings: The Temporal settings, or the whole settings (their `temporal` part is used).
         content: The content store: payloads over the external storage threshold go there. Every process of a
             deployment that exchanges payloads with the workflows must use the same store.
-        interceptors: Client and worker interceptors (tracing), bundled into the plugin.
+        interceptors: More client and worker interceptors, bundled into the plugin.
+        tracing: Trace Temporal calls and the workflows (needs telemetry set up in this process).
         **kwargs: Passed to `temporalio.client.Client.connect` (e.g. `identity`, `runtime`); they win over the values
             derived from the settings.
 
@@ -112,7 +119,7 @@ async def connect_client(
     threshold = settings.content.external_storage_threshold if isinstance(settings, Settings) else None
     options: dict[str, Any] = {
         "namespace": temporal.namespace,
-        "plugins": [AgentRuntimePlugin(content, threshold=threshold, interceptors=interceptors)],
+        "plugins": [AgentRuntimePlugin(content, threshold=threshold, interceptors=interceptors, tracing=tracing)],
         "tls": _tls(temporal),
         "api_key": temporal.api_key.get_secret_value() if temporal.api_key else None,
     }

@@ -30,10 +30,11 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -48,6 +49,8 @@ from workflows.model import (
     EVENTS_TOPIC,
     INVALID_INPUT_ERROR,
     UNKNOWN_CALL_ID_ERROR,
+    UNKNOWN_GRANT_ERROR,
+    ApprovalGrant,
     CancelTurn,
     ChatMessage,
     ConversationConfig,
@@ -55,13 +58,17 @@ from workflows.model import (
     InputReceipt,
     PendingApproval,
     PlanDecision,
+    ProjectGrants,
+    RevokeGrant,
     SessionState,
     StreamChunk,
     SwitchAgent,
     ToolResult,
     UserMessage,
+    project_grants_workflow_id,
     workflow_id_for,
 )
+from workflows.project_grants import ProjectGrantsWorkflow
 from workflows.state import (
     ConversationInput,
 )
@@ -88,6 +95,10 @@ class ApprovalAlreadyResolvedError(ConversationError):
 
 class InvalidInputError(ConversationError):
     """The input is well-formed but not acceptable now (e.g. an agent this session does not have)."""
+
+
+class UnknownGrantError(ConversationError):
+    """No remembered decision with this id in the session or project."""
 
 
 class SessionClosedError(ConversationError):
@@ -137,6 +148,7 @@ _ERRORS_BY_TYPE: dict[str, type[ConversationError]] = {
     UNKNOWN_CALL_ID_ERROR: UnknownCallIdError,
     APPROVAL_ALREADY_RESOLVED_ERROR: ApprovalAlreadyResolvedError,
     INVALID_INPUT_ERROR: InvalidInputError,
+    UNKNOWN_GRANT_ERROR: UnknownGrantError,
 }
 
 
@@ -363,6 +375,61 @@ class ConversationClient:
             if event.chunk.is_final:
                 break
         return received
+
+    # --- remembered decisions (workflows/grants.py; a project's in workflows/project_grants.py) ---
+
+    async def grants(self, session_id: str, *, include_revoked: bool = False) -> list[ApprovalGrant]:
+        """The session's remembered decisions (with `include_revoked`, also the newest revoked ones)."""
+        grants = await self._query(session_id, ConversationWorkflow.approval_grants)
+        return [g for g in grants if include_revoked or g.revoked_at is None]
+
+    async def revoke_grant(self, session_id: str, grant_id: str, reason: str | None = None) -> InputReceipt:
+        """Forget a remembered decision of the session; calls it would have approved ask again.
+
+        Raises:
+            UnknownGrantError: The session has no such grant.
+        """
+        revoke = RevokeGrant(grant_id=grant_id, reason=reason)
+        return await self._update(session_id, ConversationWorkflow.submit_revoke_grant, revoke)
+
+    async def project_grants(self, project: str) -> ProjectGrants:
+        """A project's remembered decisions (none when nothing was ever remembered for it)."""
+        handle = self._project_handle(project)
+        try:
+            return await handle.query(
+                ProjectGrantsWorkflow.grants,
+                reject_condition=QueryRejectCondition.NOT_OPEN,
+                rpc_timeout=self._answer_timeout,
+            )
+        except WorkflowQueryRejectedError:
+            return ProjectGrants(project=project)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return ProjectGrants(project=project)
+            raise
+
+    async def revoke_project_grant(self, project: str, grant_id: str, reason: str | None = None) -> ApprovalGrant:
+        """Forget a remembered decision of a project for all its sessions; returns it, revoked.
+
+        Raises:
+            UnknownGrantError: The project has no such grant.
+        """
+        handle = self._project_handle(project)
+        try:
+            return await handle.execute_update(
+                ProjectGrantsWorkflow.revoke_grant,
+                RevokeGrant(grant_id=grant_id, reason=reason),
+                rpc_timeout=self._answer_timeout,
+            )
+        except WorkflowUpdateFailedError as err:
+            raise _translate(err) from err
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise UnknownGrantError(f"project {project!r} has no remembered decisions") from err
+            raise
+
+    def _project_handle(self, project: str) -> WorkflowHandle[ProjectGrantsWorkflow, None]:
+        return self._client.get_workflow_handle_for(ProjectGrantsWorkflow.run, project_grants_workflow_id(project))
 
     # --- diagnosis: why a session does not answer ---
 

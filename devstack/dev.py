@@ -12,6 +12,9 @@ migrated), the scripted fake LLM, the worker, and the HTTP API. Each piece can b
 Ports are fixed by default so bookmarks and the IDE gateway keep working across restarts (Temporal 7233, Web UI
 8233, fake LLM 8002, API 8001); each has a flag. Ctrl-C or SIGTERM stops everything this command started, in
 reverse order, and nothing is left running.
+
+Telemetry is set up as in production, from `AGENT_RUNTIME__OTEL__*` (client/telemetry.py): the worker and the API
+share this process, its tracer and its Temporal client.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from temporalio.client import Client
 from activities.postgres import apply_migrations, describe_dsn
 from api import create_app
 from client.connection import connect_client, open_content_store
+from client.telemetry import telemetry
 from devstack.embedded_server import EmbeddedServer
 from devstack.fake_llm import FakeLlmServer
 from devstack.postgres import EmbeddedPostgres
@@ -94,6 +98,7 @@ async def run_dev(
     # The handlers stay until everything is stopped: a second Ctrl-C must not cut the shutdown in half.
     with _stop_on_signals(loop, stop):
         async with contextlib.AsyncExitStack() as stack:
+            otel = await stack.enter_async_context(telemetry(settings.otel))
             # Temporal.
             client: Client
             if own_temporal:
@@ -110,14 +115,14 @@ async def run_dev(
                     log_level="warn",
                 )
                 stack.push_async_callback(server.shutdown)
-                client = server.client
                 settings = settings.model_copy(
                     update={"temporal": settings.temporal.model_copy(update={"address": server.target})}
                 )
+                client = await connect_client(settings.temporal, **otel.client_options())
                 lines.append(("Temporal", f"{server.target}  namespace {server.namespace}  (data {db_file})"))
                 lines.append(("Temporal Web UI", f"{server.ui_url}/namespaces/{server.namespace}/workflows"))
             else:
-                client = await connect_client(settings.temporal)
+                client = await connect_client(settings.temporal, **otel.client_options())
                 lines.append(("Temporal", f"{settings.temporal.address}  namespace {settings.temporal.namespace}"))
 
             # PostgreSQL.
@@ -161,6 +166,8 @@ async def run_dev(
                     f"the HTTP API did not start on {options.host}:{options.api_port}: {err}"
                 ) from err
             lines.append(("HTTP API", f"http://{_url_host(options.host)}:{options.api_port}  (docs /docs)"))
+            if otel.enabled:
+                lines.append(("Telemetry", settings.otel.exporter_otlp_endpoint or "console"))
 
             width = max(len(name) for name, _ in lines)
             out.write(f"\n{READY_LINE} (Ctrl-C stops everything)\n")

@@ -148,7 +148,12 @@ class DevServer:
 
 # The dev server's default transfer-queue poll rate (20/s) adds ~30 ms to half of all workflow tasks after an
 # activity completes; a real cluster is tuned for load instead (benchmarks/latency.py: agent step 47 -> 18 ms p50).
-DEV_SERVER_DYNAMIC_CONFIG = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000")
+DEV_SERVER_DYNAMIC_CONFIG = (
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=10000",
+    "--dynamic-config-value",
+    "system.enableActivityEagerExecution=true",
+)
 
 
 async def start_dev_server(

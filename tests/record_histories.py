@@ -48,13 +48,17 @@ from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from devstack.postgres import projection_database
 from devstack.temporal import start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
-from tests.support import Session, call, classify, final, text, types
+from tests.support import Session, call, classify, final, readme_approval_rules, text, types
 from worker import running_worker
 from workflows.model import (
     CancelTurn,
     ChunkType,
+    Decision,
+    GrantScope,
+    HitlDecision,
     PlanDecision,
     PlanDecisionKind,
+    RememberDecision,
     workflow_id_for,
 )
 
@@ -231,6 +235,40 @@ async def cancel_turn(session: Session, env: WorkflowEnvironment) -> None:
     assert final(await session.say("never mind")).content == "Okay, nothing written."
 
 
+async def remembered_decisions(session: Session, env: WorkflowEnvironment) -> None:
+    """safe-approvals: an allow rule's automatic approval; a session decision remembered, used and revoked; a project
+    decision written and read through the grant activities (the project's own workflow is not part of this file)."""
+
+    async def next_call(call_id: str, result_of: str, **arguments: Any) -> Any:
+        session.script(call(arguments.pop("tool", "execute_command"), call_id, **arguments))
+        await session.result(result_of, "ok")
+        chunk = final(await session.events())
+        assert chunk.call_id == call_id, chunk
+        return chunk
+
+    async def approve(call_id: str, remember: RememberDecision) -> None:
+        await session.client.decide(
+            session.id, HitlDecision(call_id=call_id, decision=Decision.APPROVE, remember=remember)
+        )
+        assert final(await session.events()).requires_approval is False
+
+    session.script(classify("coder"), call("execute_command", "call_g1", command="git status --short"))
+    assert final(await session.say("status?", project="recorded-project")).requires_approval is False
+    assert (await next_call("call_n1", "call_g1", command="npm test")).requires_approval is True
+    await approve("call_n1", RememberDecision(scope=GrantScope.SESSION, command_words=2))
+    assert (await next_call("call_n2", "call_n1", command="npm test -- -u")).requires_approval is False
+    chunk = await next_call("call_w1", "call_n2", tool="write_file", path="src/a.py", content="x")
+    assert chunk.requires_approval is True
+    await approve("call_w1", RememberDecision(scope=GrantScope.PROJECT, project="recorded-project", path_prefix="src"))
+    chunk = await next_call("call_w2", "call_w1", tool="write_file", path="src/b.py", content="y")
+    assert chunk.requires_approval is False
+    session.script(text("Done."))
+    await session.result("call_w2", "ok")
+    assert final(await session.events()).content == "Done."
+    [grant] = await session.client.grants(session.id)
+    assert not (await session.client.revoke_grant(session.id, grant.grant_id)).duplicate
+
+
 _QUIET = {"llm_streaming": False}
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -250,6 +288,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("cancel_turn", cancel_turn, _QUIET),
     Scenario("projected_approval", approve_tool_result, database=True),
     Scenario("archived_transcript", archived_transcript, _QUIET | {"continue_as_new_after_turns": 1}, database=True),
+    Scenario("remembered_decisions", remembered_decisions, _QUIET | {"approval": {"rules": readme_approval_rules()}}),
 )
 
 

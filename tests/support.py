@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from client.conversation_client import ConversationClient
@@ -44,6 +47,16 @@ def assert_provider_valid(messages: list[ChatMessage], *, open_tail: set[str] | 
                 seen_ids.add(call.id)
                 open_ids.append(call.id)
     assert set(open_ids) == (open_tail or set()), f"history ends with unanswered calls {open_ids}"
+
+
+def readme_approval_rules() -> list[dict[str, Any]]:
+    """The README's example of `AGENT_RUNTIME__APPROVAL__RULES`, as written there (the tests hold it to be safe)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `AGENT_RUNTIME__APPROVAL__RULES` |"))
+    match = re.search(r"Example: `(\[.*?\])`", row)
+    assert match is not None, "the README's approval rules have no example"
+    rules: list[dict[str, Any]] = json.loads(match.group(1))
+    return rules
 
 
 def tool_messages_for(messages: list[ChatMessage], call_id: str) -> list[ChatMessage]:

@@ -120,4 +120,6 @@ def carried_state(
         runs=session.run + 1,
         context_tokens=session.context_tokens if session.context_tokens < session.config.llm_context_tokens else None,
         unprojected=session.projection.pending,
+        grants=session.grants.carried(),
+        project=session.project,
     )

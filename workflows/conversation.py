@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         publisher_ttl,
         trim_event_log,
     )
+    from workflows.grants import remember_refusal
     from workflows.ledger import RecentIds, invalid_input, too_large_inline
     from workflows.llm_calls import LlmCalls
     from workflows.model import (
@@ -41,26 +42,32 @@ with workflow.unsafe.imports_passed_through():
         CANCEL_TURN_SIGNAL,
         CANCEL_TURN_UPDATE,
         CONVERSATION_WORKFLOW,
+        GRANTS_QUERY,
         HITL_DECISION_SIGNAL,
         HITL_DECISION_UPDATE,
         PENDING_APPROVALS_QUERY,
         PLAN_DECISION_SIGNAL,
         PLAN_DECISION_UPDATE,
+        REVOKE_GRANT_SIGNAL,
+        REVOKE_GRANT_UPDATE,
         STATE_QUERY,
         SWITCH_AGENT_SIGNAL,
         SWITCH_AGENT_UPDATE,
         TOOL_RESULT_SIGNAL,
         TOOL_RESULT_UPDATE,
         TRANSCRIPT_QUERY,
+        UNKNOWN_GRANT_ERROR,
         USER_MESSAGE_SIGNAL,
         USER_MESSAGE_UPDATE,
         AgentType,
+        ApprovalGrant,
         CancelTurn,
         ChunkType,
         HitlDecision,
         InputReceipt,
         PendingApproval,
         PlanDecision,
+        RevokeGrant,
         SessionState,
         SessionStatus,
         SwitchAgent,
@@ -100,7 +107,9 @@ class ConversationWorkflow:
         self._seen_message_ids = RecentIds(carried.seen_message_ids, MESSAGE_IDS_KEPT)
         self._cancel_request: CancelTurn | None = None
         self._turns = 0
-        llm = LlmCalls(session.id, session.config, session.counters, session.metrics, session.projection)
+        llm = LlmCalls(
+            session.id, session.config, session.counters, session.metrics, session.projection, session.traces
+        )
         self._plans = PlanRunner(session)
         self._turn = TurnRunner(session, llm, ToolWaits(session), RuntimeTools(session), self._plans)
 
@@ -138,10 +147,12 @@ class ConversationWorkflow:
             session.emitter.publish_observability()
 
     async def _process(self, item: UserMessage | SwitchAgent) -> None:
-        if isinstance(item, UserMessage):
-            await self._on_user_message(item)
-        else:
-            self._on_switch_request(item)
+        # In the trace of the request that sent the input (workflows/tracing.py).
+        with self._session.traces.turn(item, lambda: self._session.agent):
+            if isinstance(item, UserMessage):
+                await self._on_user_message(item)
+            else:
+                self._on_switch_request(item)
 
     async def _run_cancellable(self, item: UserMessage | SwitchAgent) -> None:
         """Run one input as a task that a `cancel_turn` can stop wherever it waits (LLM call, approval, IDE).
@@ -208,10 +219,12 @@ class ConversationWorkflow:
     @workflow.signal(name=TOOL_RESULT_SIGNAL)
     def tool_result(self, result: ToolResult) -> None:
         ledger = self._session.ledger
+        self._session.traces.decision_arrived(result.call_id)  # a result for a call awaiting approval approves it
         self._record_quietly(ledger.check_tool_result, ledger.accept_tool_result, clip_tool_result(result))
 
     @workflow.update(name=TOOL_RESULT_UPDATE)
     def submit_tool_result(self, result: ToolResult) -> InputReceipt:
+        self._session.traces.decision_arrived(result.call_id)
         return self._session.ledger.accept_tool_result(result)
 
     @submit_tool_result.validator
@@ -220,15 +233,29 @@ class ConversationWorkflow:
 
     @workflow.signal(name=HITL_DECISION_SIGNAL)
     def hitl_decision(self, decision: HitlDecision) -> None:
-        self._record_quietly(self._session.ledger.check_decision, self._session.ledger.accept_decision, decision)
+        self._session.traces.decision_arrived(decision.call_id)
+        self._record_quietly(self._check_decision, self._session.ledger.accept_decision, decision)
 
     @workflow.update(name=HITL_DECISION_UPDATE)
     def submit_hitl_decision(self, decision: HitlDecision) -> InputReceipt:
+        self._session.traces.decision_arrived(decision.call_id)
         return self._session.ledger.accept_decision(decision)
 
     @submit_hitl_decision.validator
     def _validate_hitl_decision(self, decision: HitlDecision) -> None:
-        self._session.ledger.check_decision(decision)
+        self._check_decision(decision)
+
+    @workflow.signal(name=REVOKE_GRANT_SIGNAL)
+    def revoke_grant(self, request: RevokeGrant) -> None:
+        self._record_quietly(self._check_revoke, self._accept_revoke, request)
+
+    @workflow.update(name=REVOKE_GRANT_UPDATE)
+    def submit_revoke_grant(self, request: RevokeGrant) -> InputReceipt:
+        return self._accept_revoke(request)
+
+    @submit_revoke_grant.validator
+    def _validate_revoke_grant(self, request: RevokeGrant) -> None:
+        self._check_revoke(request)
 
     @workflow.signal(name=SWITCH_AGENT_SIGNAL)
     def switch_agent(self, request: SwitchAgent) -> None:
@@ -245,10 +272,12 @@ class ConversationWorkflow:
     @workflow.signal(name=PLAN_DECISION_SIGNAL)
     def plan_decision(self, decision: PlanDecision) -> None:
         ledger = self._session.ledger
+        self._session.traces.decision_arrived(decision.approval_request_id)
         self._record_quietly(ledger.check_plan_decision, ledger.accept_plan_decision, decision)
 
     @workflow.update(name=PLAN_DECISION_UPDATE)
     def submit_plan_decision(self, decision: PlanDecision) -> InputReceipt:
+        self._session.traces.decision_arrived(decision.approval_request_id)
         return self._session.ledger.accept_plan_decision(decision)
 
     @submit_plan_decision.validator
@@ -299,6 +328,11 @@ class ConversationWorkflow:
     def approvals(self) -> list[PendingApproval]:
         return list(self._session.ledger.approvals.values())
 
+    @workflow.query(name=GRANTS_QUERY)
+    def approval_grants(self) -> list[ApprovalGrant]:
+        """The session's remembered decisions: the active ones, then the newest revoked ones."""
+        return self._session.grants.carried()
+
     # --- checking and recording inputs (no await: handlers never interleave with the turn) ---
 
     def _record_quietly(self, check: Callable[[P], None], accept: Callable[[P], InputReceipt], payload: P) -> None:
@@ -334,7 +368,36 @@ class ConversationWorkflow:
             self._seen_message_ids.add(message.message_id)
         queued = self._session.status is not SessionStatus.IDLE or bool(self._session.inbox)
         self._session.inbox.append(message)
+        self._session.traces.input_accepted(message)
         return InputReceipt(queued=queued, detail="queued behind the current turn" if queued else "")
+
+    def _check_decision(self, decision: HitlDecision) -> None:
+        """The ledger's checks, and that an approval to be remembered can be (a pattern derived from its call)."""
+        session = self._session
+        session.ledger.check_decision(decision)
+        remember = decision.remember
+        if remember is None:
+            return
+        approval = session.ledger.approvals[decision.call_id]
+        refusal = remember_refusal(approval.tool_name, approval.arguments, remember)
+        if refusal is not None:
+            raise invalid_input(f"this approval cannot be remembered: {refusal}")
+        if remember.project is not None and session.project not in (None, remember.project):
+            raise invalid_input(
+                f"this session belongs to project {session.project!r}, not {remember.project!r}: remember it there"
+            )
+
+    def _check_revoke(self, request: RevokeGrant) -> None:
+        if self._session.grants.get(request.grant_id) is None:
+            raise ApplicationError(
+                f"unknown grant {request.grant_id!r} in this session", type=UNKNOWN_GRANT_ERROR, non_retryable=True
+            )
+
+    def _accept_revoke(self, request: RevokeGrant) -> InputReceipt:
+        revoked = self._session.grants.revoke(request.grant_id, workflow.now(), request.reason)
+        if revoked is None:
+            return InputReceipt(duplicate=True, detail=f"grant {request.grant_id} is already revoked")
+        return InputReceipt(detail=f"revoked {revoked.description}")
 
     def _accept_cancel(self, request: CancelTurn) -> InputReceipt:
         if self._session.status is SessionStatus.IDLE:
@@ -342,6 +405,7 @@ class ConversationWorkflow:
         if self._cancel_request is not None:
             return InputReceipt(duplicate=True, detail="the turn is already being cancelled")
         self._cancel_request = request
+        self._session.traces.decision_arrived("cancel_turn")
         return InputReceipt(detail="the running turn is being cancelled")
 
     def _check_switch(self, request: SwitchAgent) -> None:
@@ -351,6 +415,7 @@ class ConversationWorkflow:
     def _accept_switch(self, request: SwitchAgent) -> InputReceipt:
         queued = self._session.status is not SessionStatus.IDLE or bool(self._session.inbox)
         self._session.inbox.append(request)
+        self._session.traces.input_accepted(request)
         return InputReceipt(queued=queued)
 
     def _check_agent_available(self, agent: AgentType) -> None:
@@ -361,6 +426,7 @@ class ConversationWorkflow:
 
     async def _on_user_message(self, message: UserMessage) -> None:
         session = self._session
+        session.project = message.project or session.project
         if message.agent_type is not None:
             self._switch_explicitly(message.agent_type, "Requested with the user message", final=False)
         if is_blank(message.content):
@@ -395,6 +461,7 @@ class ConversationWorkflow:
             if isinstance(item, SwitchAgent):
                 self._on_switch_request(item)
                 continue
+            self._session.project = item.project or self._session.project
             if item.agent_type is not None:
                 self._switch_explicitly(item.agent_type, "Requested with the user message", final=False)
             if not is_blank(item.content):

@@ -2,7 +2,8 @@
 
 Each call is one `llm.chat_completion` activity: timeouts, 429 and 5xx are retried with backoff, a 400 is final
 (`LlmRequestRejected`). The activity heartbeats, so a worker that dies mid-call is noticed within the heartbeat
-timeout. Every call, successful or not, is counted and recorded for the projection.
+timeout. Every call, successful or not, is counted and recorded for the projection, and is one `chat {model}` span
+and one point of the GenAI metrics, covering all its attempts (workflows/genai.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
+from workflows import genai
 from workflows.agents import Agent
 from workflows.content import preview_of
 from workflows.metrics import SessionMetrics
@@ -34,6 +36,7 @@ from workflows.records import (
     LlmRequestRecord,
 )
 from workflows.routing import CLASSIFICATION_SYSTEM_PROMPT, CLASSIFICATION_TEMPERATURE, classification_prompt
+from workflows.tracing import SessionTraces
 
 RETRY_INITIAL = timedelta(seconds=1)
 RETRY_MAX_INTERVAL = timedelta(seconds=30)
@@ -54,12 +57,14 @@ class LlmCalls:
         counters: SessionCounters,
         metrics: SessionMetrics,
         projection: Projection,
+        traces: SessionTraces,
     ) -> None:
         self._session_id = session_id
         self._config = config
         self._counters = counters
         self._metrics = metrics
         self._projection = projection
+        self._traces = traces
 
     async def complete(
         self, agent: Agent, history: list[ChatMessage], transcript: TranscriptArchive | None, context_tokens: int
@@ -111,29 +116,33 @@ class LlmCalls:
             ok=False,
             created_at=workflow.now(),
         )
-        try:
-            reply = await workflow.execute_activity(
-                CHAT_COMPLETION_ACTIVITY,
-                request,
-                result_type=LlmReply,
-                start_to_close_timeout=timedelta(seconds=request.timeout_seconds) + START_TO_CLOSE_MARGIN,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    initial_interval=RETRY_INITIAL,
-                    maximum_interval=RETRY_MAX_INTERVAL,
-                    maximum_attempts=max_attempts,
-                    non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR, LLM_CONTEXT_TOO_LONG_ERROR],
-                ),
-                summary=summary,
-            )
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                # The turn was cancelled (cancel_turn) while the call ran: that is not an LLM failure to report.
-                raise asyncio.CancelledError() from err
-            self._counters.llm_failures += 1
-            self._metrics.llm_request(request.purpose, ok=False)
-            self._projection.llm_request(record, error=error_text(err))
-            raise
+        with self._traces.llm_call(request) as span:
+            try:
+                reply = await workflow.execute_activity(
+                    CHAT_COMPLETION_ACTIVITY,
+                    request,
+                    result_type=LlmReply,
+                    start_to_close_timeout=timedelta(seconds=request.timeout_seconds) + START_TO_CLOSE_MARGIN,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        initial_interval=RETRY_INITIAL,
+                        maximum_interval=RETRY_MAX_INTERVAL,
+                        maximum_attempts=max_attempts,
+                        non_retryable_error_types=[LLM_REQUEST_REJECTED_ERROR, LLM_CONTEXT_TOO_LONG_ERROR],
+                    ),
+                    summary=summary,
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    # The turn was cancelled (cancel_turn) while the call ran: that is not an LLM failure to report.
+                    raise asyncio.CancelledError() from err
+                failure = genai.error_type(err)
+                span.failed(failure, error_text(err))
+                self._counters.llm_failures += 1
+                self._metrics.llm_call(request, workflow.now() - record.created_at, None, failure)
+                self._projection.llm_request(record, error=error_text(err))
+                raise
+            span.succeeded(reply)
         self._projection.llm_request(
             record,
             ok=True,
@@ -142,7 +151,7 @@ class LlmCalls:
             finish_reason=reply.finish_reason,
             model=reply.model or request.model,
         )
-        self._metrics.llm_request(request.purpose, ok=True)
+        self._metrics.llm_call(request, workflow.now() - record.created_at, reply, None)
         self._counters.llm_latency_ms += reply.latency_ms
         tokens = self._counters.tokens
         tokens.prompt_tokens += reply.usage.prompt_tokens

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.common import SearchAttributeKey
@@ -37,17 +37,28 @@ HITL_DECISION_UPDATE = "submit_hitl_decision"
 SWITCH_AGENT_UPDATE = "submit_switch_agent"
 PLAN_DECISION_UPDATE = "submit_plan_decision"
 CANCEL_TURN_UPDATE = "submit_cancel_turn"
+REVOKE_GRANT_SIGNAL = "revoke_grant"
+REVOKE_GRANT_UPDATE = "submit_revoke_grant"
 STATE_QUERY = "state"
 TRANSCRIPT_QUERY = "transcript"
 PENDING_APPROVALS_QUERY = "pending_approvals"
 APPROVALS_QUERY = "approvals"
+GRANTS_QUERY = "approval_grants"
 
 CONVERSATION_WORKFLOW = "ConversationWorkflow"
+# The remembered decisions of one project (workflows/project_grants.py): one entity workflow per project.
+PROJECT_GRANTS_WORKFLOW = "ProjectApprovalGrants"
+PROJECT_GRANTS_ID_PREFIX = "approval-grants-"
+ADD_PROJECT_GRANT_UPDATE = "add_grant"
+REVOKE_PROJECT_GRANT_UPDATE = "revoke_grant"
+PROJECT_GRANTS_QUERY = "grants"
 
 # Activity names are a persisted contract too (they are recorded in every history).
 CHAT_COMPLETION_ACTIVITY = "llm.chat_completion"
 RECORD_PROJECTION_ACTIVITY = "persistence.record"
 ARCHIVE_TRANSCRIPT_ACTIVITY = "content.archive_transcript"
+PROJECT_GRANTS_ACTIVITY = "approvals.project_grants"
+REMEMBER_PROJECT_GRANT_ACTIVITY = "approvals.remember_project_grant"
 
 # ApplicationError types, shared by raise sites (validators, activities) and catch sites (client, API).
 UNKNOWN_CALL_ID_ERROR = "UnknownCallId"
@@ -58,6 +69,7 @@ LLM_UNAVAILABLE_ERROR = "LlmUnavailable"
 LLM_BAD_RESPONSE_ERROR = "LlmBadResponse"
 LLM_CONTEXT_TOO_LONG_ERROR = "LlmContextTooLong"
 CONTENT_STORE_UNAVAILABLE_ERROR = "ContentStoreUnavailable"
+UNKNOWN_GRANT_ERROR = "UnknownGrant"
 
 # The original llm-proxy reports a provider failure as HTTP 200 with assistant text starting with this (bug B2): such
 # text is an error, never content (invariant I3).
@@ -85,10 +97,19 @@ def workflow_id_for(session_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{session_id}"
 
 
+def project_grants_workflow_id(project: str) -> str:
+    """The workflow id of a project's remembered decisions."""
+    return f"{PROJECT_GRANTS_ID_PREFIX}{project}"
+
+
 class ContractModel(BaseModel):
     """Base for contract types: unknown fields are ignored so older and newer peers interoperate."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+# A project name becomes part of a workflow id (`approval-grants-<project>`): printable, bounded, no blanks.
+ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]*$")]
 
 
 class AgentType(StrEnum):
@@ -164,6 +185,11 @@ class UserMessage(ContractModel):
     message_id: str | None = Field(
         default=None, description="Caller's idempotency key; a repeated id is acknowledged and ignored."
     )
+    project: ProjectName | None = Field(
+        default=None,
+        description="The project (the gateway's name for the workspace) whose remembered approvals apply to this "
+        "session from this message on; None keeps the current one.",
+    )
 
 
 class ToolResult(ContractModel):
@@ -186,18 +212,67 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
+class GrantScope(StrEnum):
+    """How far an approval reaches: this call only, later calls of the session, or of every session of a project."""
+
+    ONCE = "once"
+    SESSION = "session"
+    PROJECT = "project"
+
+
+class RememberDecision(ContractModel):
+    """An approval that also holds for later calls matching a pattern derived from this one (workflows/grants.py).
+
+    Commands (`execute_command`) are remembered as their words (program and arguments, after shell quoting is
+    removed): all of them (the exact command) or the first `command_words`; a later command matches only if it is
+    a simple command in the same working directory. File tools (`write_file`, `create_directory`) are remembered as
+    the exact path, or every path under `path_prefix`.
+    """
+
+    scope: GrantScope = GrantScope.ONCE
+    project: ProjectName | None = Field(default=None, description="Required with scope 'project'.")
+    command_words: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Commands: remember the program and its first arguments, this many words in all; None: the "
+        "exact command.",
+    )
+    path_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="File tools: remember every path under this directory (it must contain the call's path); "
+        "None: the exact path.",
+    )
+
+    @model_validator(mode="after")
+    def _project_with_project_scope(self) -> RememberDecision:
+        if (self.scope is GrantScope.PROJECT) != (self.project is not None):
+            raise ValueError("give a project exactly when the scope is 'project'")
+        return self
+
+
 class HitlDecision(ContractModel):
-    """A human's decision on a tool call that waits for approval."""
+    """A human's decision on a tool call that waits for approval.
+
+    `remember` makes an approval hold for later calls too (scope `session` or `project`); only `approve` can be
+    remembered.
+    """
 
     call_id: str = Field(min_length=1)
     decision: Decision
     modified_arguments: dict[str, Any] | None = None
     feedback: str | None = None
+    remember: RememberDecision | None = None
 
     @model_validator(mode="after")
     def _edit_needs_arguments(self) -> HitlDecision:
         if self.decision is Decision.EDIT and self.modified_arguments is None:
             raise ValueError("decision 'edit' needs modified_arguments")
+        if self.remember is not None and self.remember.scope is not GrantScope.ONCE:
+            if self.decision is not Decision.APPROVE:
+                raise ValueError("only an 'approve' decision can be remembered")
         return self
 
 
@@ -267,10 +342,28 @@ class PendingApproval(ContractModel):
     expires_at: datetime | None = None
     decided_at: datetime | None = None
     decided_by: (
-        Literal["hitl_decision", "tool_result", "expiry", "plan_decision", "cancel_turn", "turn_failed"] | None
-    ) = None
+        Literal[
+            "hitl_decision",
+            "tool_result",
+            "expiry",
+            "plan_decision",
+            "cancel_turn",
+            "turn_failed",
+            "policy",
+            "remembered",
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Who settled it; 'policy' (an allow rule with conditions) and 'remembered' (a remembered "
+        "decision) are automatic approvals, recorded already settled.",
+    )
     decision: Decision | PlanDecisionKind | None = None
     feedback: str | None = None
+    grant_id: str | None = Field(default=None, description="decided_by 'remembered': the grant that approved it.")
+    remembered_as: str | None = Field(
+        default=None, description="A human approval that was remembered: the grant it created."
+    )
 
 
 class CallStatus(StrEnum):
@@ -384,7 +477,11 @@ class Plan(ContractModel):
 
 
 class ArgumentPredicate(ContractModel):
-    """A condition on one argument of a tool call; all predicates of a rule must hold for it to match."""
+    """A condition on one argument of a tool call; all predicates of a rule must hold for it to match.
+
+    On a command (`execute_command`'s `command`) and on a path (`path`, `cwd`) the operators read shell words and
+    path components, not characters (workflows/predicates.py).
+    """
 
     argument: str
     op: Literal["equals", "contains", "matches", "startswith", "gt", "lt"]
@@ -392,7 +489,11 @@ class ArgumentPredicate(ContractModel):
 
 
 class ApprovalRule(ContractModel):
-    """`pattern` is a shell wildcard over the tool name (full match); first matching rule wins."""
+    """`pattern` is a shell wildcard over the tool name (full match).
+
+    A rule with `requires_approval` and conditions (`when`) is a deny rule: it wins over every allow rule, wherever
+    it stands. Otherwise the first matching rule wins (workflows/policy.py).
+    """
 
     pattern: str
     requires_approval: bool
@@ -416,6 +517,61 @@ class ApprovalRequirement(ContractModel):
     requires_approval: bool
     reason: str = ""
     timeout_seconds: float | None = None
+    rule_index: int | None = Field(default=None, description="The deciding rule's position; None: the default.")
+    deny_rule: bool = Field(
+        default=False, description="A deny rule asked: no remembered decision may approve the call."
+    )
+    conditional: bool = Field(
+        default=False,
+        description="An allow rule with conditions approved the call: an automatic approval, recorded as such.",
+    )
+
+
+class ApprovalGrant(ContractModel):
+    """A remembered approval: later calls matching its pattern are approved without asking (workflows/grants.py).
+
+    `words` are a command's leading words (program first) or a path's components (`/` first when absolute);
+    `match` says whether a call's words must be exactly these or only begin with them.
+    """
+
+    grant_id: str
+    scope: Literal["session", "project"]
+    project: str | None = None
+    tool_name: str
+    argument: str = Field(description="The argument the pattern reads: 'command' or 'path'.")
+    match: Literal["exact", "prefix"]
+    words: list[str] = Field(min_length=1)
+    cwd: str | None = Field(default=None, description="Commands: the working directory approved ('' = default).")
+    description: str = Field(description='The pattern as people read it, e.g. "execute_command: npm test ...".')
+    session_id: str = Field(description="The session whose decision created it.")
+    call_id: str = Field(description="The call whose approval created it.")
+    created_at: datetime
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+
+
+class RevokeGrant(ContractModel):
+    """Forget a remembered decision: calls it would have approved ask again."""
+
+    grant_id: str = Field(min_length=1)
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ProjectGrantsRequest(ContractModel):
+    """Input of the activity that reads a project's remembered decisions for a session."""
+
+    project: str
+
+
+class ProjectGrants(ContractModel):
+    """A project's remembered decisions (active ones, and the newest revoked ones for the record).
+
+    Also the input of its entity workflow (workflows/project_grants.py), carried across continue-as-new.
+    """
+
+    project: str
+    grants: list[ApprovalGrant] = Field(default_factory=list)
+    revoked: list[ApprovalGrant] = Field(default_factory=list)
 
 
 # --- Session configuration, counters, transcripts and query results (the workflow input: workflows/state.py) ---
@@ -476,7 +632,11 @@ class SessionCounters(ContractModel):
     classification_calls: int = 0
     classification_fallbacks: int = 0
     tool_calls: dict[str, int] = Field(default_factory=dict, description="outcome -> count")
-    approvals: dict[str, int] = Field(default_factory=dict, description="decision -> count")
+    approvals: dict[str, int] = Field(
+        default_factory=dict,
+        description="decision -> count; automatic approvals count under 'policy' (an allow rule with conditions) "
+        "and 'remembered' (a remembered decision).",
+    )
     budget_stops: int = 0
     turn_failures: int = Field(default=0, description="Turns ended by a bug inside the runtime (the session went on).")
     projection_dropped: int = Field(
@@ -596,3 +756,7 @@ class LlmReply(ContractModel):
         default=None, description="Set when the provider refused the context as too long: the window that worked."
     )
     omitted_messages: int = Field(default=0, description="Older messages left out to fit the context window.")
+    server_address: str | None = Field(
+        default=None, description="Host of the endpoint that answered (the GenAI conventions' `server.address`)."
+    )
+    server_port: int | None = None

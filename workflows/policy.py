@@ -2,8 +2,26 @@
 
 The original had two policy systems that could disagree (tool-name wildcards vs. regexes that were never
 consulted for tools). Here there is one: ordered rules of a tool-name wildcard (full match) plus optional
-argument predicates, first match wins, else the default. It is pure and serializable, fixed into each session's
-input when the session starts, and evaluated only inside the workflow.
+argument predicates. It is pure and serializable, fixed into each session's input when the session starts, and
+evaluated only inside the workflow.
+
+How rules combine (`evaluate`), so that deny rules win and every doubt asks a human:
+
+1. Deny rules win wherever they stand. A deny rule is a rule with `requires_approval: true` and at least one
+   condition (`when`). If any deny rule matches, the call needs approval; the first such rule gives the reason and
+   the timeout, and no remembered decision may approve the call (`ApprovalRequirement.deny_rule`). Deny conditions
+   are read broadly: one that cannot be decided (a value stored by reference, a command that does not parse, a
+   wrong type) counts as matching (workflows/predicates.py, `asks`).
+2. Otherwise the first rule whose pattern and conditions match wins: an unconditional `requires_approval: true` rule
+   asks (a remembered decision may still approve the call), an allow rule approves. An allow rule's conditions
+   must certainly hold (`allows`): a command must be a simple command matching word by word, a path must match
+   component by component, and a value that cannot be read for sure never satisfies a condition. An allow rule with
+   conditions is an automatic approval (`ApprovalRequirement.conditional`), recorded in the ledger as decided by
+   "policy"; an allow rule without conditions says the tool needs no approval at all.
+3. No rule matches: the policy's default.
+
+Sessions whose run evaluated a call before this reading existed replay with `evaluate_first_match`, the reading they
+ran with (workflows/waits.py, patch `safe-approvals`).
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ from workflows.model import (
     ApprovalRule,
     ArgumentPredicate,
 )
+from workflows.predicates import allows, asks
 
 DEFAULT_APPROVAL_POLICY = ApprovalPolicy(
     rules=[
@@ -37,21 +56,39 @@ DEFAULT_APPROVAL_POLICY = ApprovalPolicy(
 
 
 def evaluate(policy: ApprovalPolicy, tool_name: str, arguments: dict[str, Any]) -> ApprovalRequirement:
-    """Decide whether a tool call needs approval: the first rule whose pattern and predicates match wins."""
+    """Decide whether a tool call needs approval: deny rules first, then the first matching rule, then the default."""
+    if not policy.enabled:
+        return ApprovalRequirement(requires_approval=False, reason="Approval policy disabled")
+    for index, rule in enumerate(policy.rules):
+        if is_deny_rule(rule) and rule_names_tool(rule, tool_name):
+            if all(asks(p, tool_name, arguments) for p in rule.when):
+                return _verdict(policy, rule, index, deny_rule=True)
+    for index, rule in enumerate(policy.rules):
+        if not rule_names_tool(rule, tool_name) or is_deny_rule(rule):
+            continue
+        if all(allows(p, tool_name, arguments) for p in rule.when):
+            return _verdict(policy, rule, index, conditional=bool(rule.when) and not rule.requires_approval)
+    return _default(policy)
+
+
+def evaluate_first_match(policy: ApprovalPolicy, tool_name: str, arguments: dict[str, Any]) -> ApprovalRequirement:
+    """The reading before deny rules and shell-aware conditions: the first rule whose conditions match, character
+    by character, wins. Only for runs that already evaluated a call this way (they must replay as they ran)."""
     if not policy.enabled:
         return ApprovalRequirement(requires_approval=False, reason="Approval policy disabled")
     for rule in policy.rules:
-        if _rule_matches(rule, tool_name, arguments):
+        if rule_names_tool(rule, tool_name) and all(_legacy_holds(p, arguments) for p in rule.when):
             return ApprovalRequirement(
                 requires_approval=rule.requires_approval,
                 reason=rule.reason or f"Policy rule '{rule.pattern}'",
                 timeout_seconds=rule.timeout_seconds or policy.default_timeout_seconds,
             )
-    return ApprovalRequirement(
-        requires_approval=policy.default_requires_approval,
-        reason="Default policy",
-        timeout_seconds=policy.default_timeout_seconds,
-    )
+    return _default(policy)
+
+
+def is_deny_rule(rule: ApprovalRule) -> bool:
+    """A rule that asks for approval under conditions: it wins over every allow rule."""
+    return rule.requires_approval and bool(rule.when)
 
 
 def rule_names_tool(rule: ApprovalRule, tool_name: str) -> bool:
@@ -59,11 +96,34 @@ def rule_names_tool(rule: ApprovalRule, tool_name: str) -> bool:
     return fnmatch.fnmatchcase(tool_name, rule.pattern)
 
 
-def _rule_matches(rule: ApprovalRule, tool_name: str, arguments: dict[str, Any]) -> bool:
-    return rule_names_tool(rule, tool_name) and all(_holds(p, arguments) for p in rule.when)
+def describe_rule(rule: ApprovalRule, index: int) -> str:
+    """A rule as people read it, e.g. "rule 1 'execute_command' (command startswith 'git status')"."""
+    conditions = " and ".join(f"{p.argument} {p.op} {p.value!r}" for p in rule.when)
+    return f"rule {index + 1} '{rule.pattern}'" + (f" ({conditions})" if conditions else "")
 
 
-def _holds(predicate: ArgumentPredicate, arguments: dict[str, Any]) -> bool:
+def _verdict(
+    policy: ApprovalPolicy, rule: ApprovalRule, index: int, *, deny_rule: bool = False, conditional: bool = False
+) -> ApprovalRequirement:
+    return ApprovalRequirement(
+        requires_approval=rule.requires_approval,
+        reason=rule.reason or f"Policy rule '{rule.pattern}'",
+        timeout_seconds=rule.timeout_seconds or policy.default_timeout_seconds,
+        rule_index=index,
+        deny_rule=deny_rule,
+        conditional=conditional,
+    )
+
+
+def _default(policy: ApprovalPolicy) -> ApprovalRequirement:
+    return ApprovalRequirement(
+        requires_approval=policy.default_requires_approval,
+        reason="Default policy",
+        timeout_seconds=policy.default_timeout_seconds,
+    )
+
+
+def _legacy_holds(predicate: ArgumentPredicate, arguments: dict[str, Any]) -> bool:
     if predicate.argument not in arguments:
         return False
     actual = arguments[predicate.argument]

@@ -65,6 +65,7 @@ from workflows.records import (
     ProjectionWriteResult,
     ToolCallRecord,
 )
+from workflows.tracing import SessionTraces
 
 # Sessions started before the projection existed replay without it (their histories have no marker).
 PROJECTION_PATCH = "postgres-projection"
@@ -118,12 +119,19 @@ class Projection:
         pending: Records a previous run did not write (`CarriedState.unprojected`).
         counters: When given, `dropped` and `quarantined` are added to its `projection_dropped` and
             `projection_quarantined` as they happen (the session's counters are carried across continue-as-new).
+        traces: When given, each write is started in the trace of the input being processed.
     """
 
     def __init__(
-        self, session_id: str, pending: list[ProjectionRecord], *, counters: SessionCounters | None = None
+        self,
+        session_id: str,
+        pending: list[ProjectionRecord],
+        *,
+        counters: SessionCounters | None = None,
+        traces: SessionTraces | None = None,
     ) -> None:
         self._session_id = session_id
+        self._traces = traces or SessionTraces(session_id)
         self._records: list[ProjectionRecord] = list(pending)
         self._down = False
         self.enabled = False
@@ -244,23 +252,25 @@ class Projection:
 
     async def _write(self, batch: ProjectionBatch) -> None:
         summary = f"projection: {len(batch.records)} records"
-        if self._regular_activity:
-            await workflow.execute_activity(
-                RECORD_PROJECTION_ACTIVITY,
-                batch,
-                start_to_close_timeout=WRITE_TIMEOUT,
-                heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
-                retry_policy=WRITE_RETRY,
-                summary=summary,
-            )
-        else:
-            await workflow.execute_local_activity(
-                RECORD_PROJECTION_ACTIVITY,
-                batch,
-                schedule_to_close_timeout=WRITE_TIMEOUT,
-                retry_policy=WRITE_RETRY,
-                summary=summary,
-            )
+        with self._traces.in_current_turn():
+            if self._regular_activity:
+                handle = workflow.start_activity(
+                    RECORD_PROJECTION_ACTIVITY,
+                    batch,
+                    start_to_close_timeout=WRITE_TIMEOUT,
+                    heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
+                    retry_policy=WRITE_RETRY,
+                    summary=summary,
+                )
+            else:
+                handle = workflow.start_local_activity(
+                    RECORD_PROJECTION_ACTIVITY,
+                    batch,
+                    schedule_to_close_timeout=WRITE_TIMEOUT,
+                    retry_policy=WRITE_RETRY,
+                    summary=summary,
+                )
+        await handle
 
     async def _flush_forever(self) -> None:
         delay = RETRY_INITIAL
@@ -318,8 +328,23 @@ class Projection:
 
     async def _write_batch(self, records: list[ProjectionRecord], *, wait_for_database: bool) -> ProjectionWriteResult:
         cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        with self._traces.in_current_turn():
+            self._write_handle = self._start_write(records, wait_for_database, cancellation)
+        try:
+            result = await self._write_handle
+        finally:
+            self._write_handle = None
+        # Read leniently: a worker still running the previous code (during a rolling deploy) returns nothing.
+        return ProjectionWriteResult.model_validate(result) if isinstance(result, dict) else ProjectionWriteResult()
+
+    def _start_write(
+        self,
+        records: list[ProjectionRecord],
+        wait_for_database: bool,
+        cancellation: workflow.ActivityCancellationType,
+    ) -> workflow.ActivityHandle[Any]:
         if wait_for_database:
-            self._write_handle = workflow.start_activity(
+            return workflow.start_activity(
                 RECORD_PROJECTION_ACTIVITY,
                 ProjectionBatch(records=records, wait_for_database_seconds=DATABASE_WAIT.total_seconds()),
                 start_to_close_timeout=DATABASE_WAIT_TIMEOUT,
@@ -328,22 +353,15 @@ class Projection:
                 cancellation_type=cancellation,
                 summary=f"projection: {len(records)} records, waiting for the database",
             )
-        else:
-            self._write_handle = workflow.start_activity(
-                RECORD_PROJECTION_ACTIVITY,
-                ProjectionBatch(records=records),
-                start_to_close_timeout=WRITE_TIMEOUT,
-                heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
-                retry_policy=WRITE_RETRY,
-                cancellation_type=cancellation,
-                summary=f"projection: {len(records)} records",
-            )
-        try:
-            result = await self._write_handle
-        finally:
-            self._write_handle = None
-        # Read leniently: a worker still running the previous code (during a rolling deploy) returns nothing.
-        return ProjectionWriteResult.model_validate(result) if isinstance(result, dict) else ProjectionWriteResult()
+        return workflow.start_activity(
+            RECORD_PROJECTION_ACTIVITY,
+            ProjectionBatch(records=records),
+            start_to_close_timeout=WRITE_TIMEOUT,
+            heartbeat_timeout=WRITE_HEARTBEAT_TIMEOUT,
+            retry_policy=WRITE_RETRY,
+            cancellation_type=cancellation,
+            summary=f"projection: {len(records)} records",
+        )
 
     async def _flush_bounded(self) -> None:
         quick_failures = 0

@@ -7,10 +7,13 @@ and refuses to start when anything disagrees.
 
 from __future__ import annotations
 
+import re
+
 from workflows.agents import AGENTS, tool_names_in_prompt
 from workflows.model import (
     AgentType,
     ApprovalPolicy,
+    ApprovalRule,
 )
 from workflows.policy import rule_names_tool
 from workflows.routing import LABELS
@@ -42,6 +45,9 @@ def find_problems(policy: ApprovalPolicy) -> list[str]:
         for rule in policy.rules
         if not any(rule_names_tool(rule, name) for name in gated)
     ]
+    problems += [
+        f"approval rule '{rule.pattern}': {problem}" for rule in policy.rules for problem in _condition_problems(rule)
+    ]
     switch_modes = CATALOGUE["switch_mode"].spec.parameters["properties"]["mode"]["enum"]
     problems += [
         f"switch_mode offers unknown agent '{m}'" for m in switch_modes if m not in AgentType.__members__.values()
@@ -49,6 +55,25 @@ def find_problems(policy: ApprovalPolicy) -> list[str]:
     problems += [
         f"routing label '{label}' maps to an undefined agent" for label, a in LABELS.items() if a not in AGENTS
     ]
+    return problems
+
+
+def _condition_problems(rule: ApprovalRule) -> list[str]:
+    """Conditions that could never hold: an allow rule with one would never approve anything (a deny rule with one
+    would ask for everything its pattern names)."""
+    problems = []
+    for predicate in rule.when:
+        if predicate.op == "matches":
+            try:
+                re.compile(str(predicate.value))
+            except re.error as err:
+                problems.append(
+                    f"'{predicate.argument} matches {predicate.value!r}' is not a regular expression: {err}"
+                )
+        elif predicate.op in ("gt", "lt") and (
+            isinstance(predicate.value, bool) or not isinstance(predicate.value, int | float)
+        ):
+            problems.append(f"'{predicate.argument} {predicate.op} {predicate.value!r}' compares with a non-number")
     return problems
 
 

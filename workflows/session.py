@@ -18,6 +18,7 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from workflows.agents import available_agents
 from workflows.content import Content, preview_of
 from workflows.emitter import Emitter, SessionView
+from workflows.grants import SessionGrants
 from workflows.history import ConversationHistory
 from workflows.ledger import CallLedger
 from workflows.metrics import SessionMetrics
@@ -44,6 +45,7 @@ from workflows.policy import DEFAULT_APPROVAL_POLICY
 from workflows.projection import Projection
 from workflows.records import SessionRecord
 from workflows.state import CarriedState, ConversationInput
+from workflows.tracing import SessionTraces
 
 
 class Session:
@@ -79,7 +81,10 @@ class Session:
         self.outstanding: dict[str, OutstandingCall] = {}
         self.status = SessionStatus.IDLE
         self.plans: list[Plan] = list(carried.plans)
-        self.projection = Projection(self.id, carried.unprojected, counters=self.counters)
+        self.grants = SessionGrants(carried.grants)
+        self.project = carried.project
+        self.traces = SessionTraces(self.id)
+        self.projection = Projection(self.id, carried.unprojected, counters=self.counters, traces=self.traces)
         # When the answer whose tool calls are being run arrived (the projection's `requested_at` of those calls).
         self.answer_started_at = workflow.now()
         self.metrics = SessionMetrics()
@@ -167,6 +172,7 @@ class Session:
     ) -> None:
         """Record an approval request and the call that waits for it."""
         self.ledger.approvals[call.id] = approval
+        self.traces.approval_requested(approval)
         self.projection.approval(approval)
         self.outstanding[call.id] = OutstandingCall(
             call_id=call.id,
@@ -186,23 +192,56 @@ class Session:
         decision: Decision | PlanDecisionKind | None = None,
         feedback: str | None = None,
         edited: dict[str, Any] | None = None,
+        remembered_as: str | None = None,
     ) -> None:
         """Settle an approval, keeping it (so repeats are recognised) with how and when it was decided."""
-        settled = approval.model_copy(
-            update={
-                "status": status,
-                "decided_at": workflow.now(),
-                "decided_by": decided_by,
-                "decision": decision,
-                "feedback": feedback,
-                "edited_arguments": edited,
-            }
-        )
+        update: dict[str, Any] = {
+            "status": status,
+            "decided_at": workflow.now(),
+            "decided_by": decided_by,
+            "decision": decision,
+            "feedback": feedback,
+            "edited_arguments": edited,
+        }
+        if remembered_as is not None:
+            update["remembered_as"] = remembered_as
+        settled = approval.model_copy(update=update)
         self.ledger.approvals[approval.call_id] = settled
         self.projection.approval(settled)
         self.metrics.approval_settled(settled)
+        self.traces.approval_settled(settled)
         key = decision.value if decision else status.value
         self.counters.approvals[key] = self.counters.approvals.get(key, 0) + 1
+
+    def approve_automatically(
+        self, call: ToolCall, agent: AgentType, *, decided_by: str, reason: str, grant_id: str | None = None
+    ) -> PendingApproval:
+        """Record an approval nobody was asked for (an allow rule with conditions, or a remembered decision): in the
+        ledger, the projection's trail, the counters and the metrics, already settled, never as a human's."""
+        now = workflow.now()
+        approval = PendingApproval.model_validate(
+            {
+                "request_id": call.id,
+                "session_id": self.id,
+                "call_id": call.id,
+                "tool_name": call.name,
+                "subject": call.name,
+                "arguments": call.arguments,
+                "reason": reason,
+                "agent": agent,
+                "status": ApprovalStatus.APPROVED,
+                "created_at": now,
+                "decided_at": now,
+                "decided_by": decided_by,
+                "decision": Decision.APPROVE,
+                "grant_id": grant_id,
+            }
+        )
+        self.ledger.approvals[call.id] = approval
+        self.projection.approval(approval)
+        self.metrics.automatic_approval(approval)
+        self.counters.approvals[decided_by] = self.counters.approvals.get(decided_by, 0) + 1
+        return approval
 
     def close_call(self, call: ToolCall, content: Content, outcome: str, emit: bool = False) -> None:
         """Write the one tool message of a call; every path that ends a call ends here (I1, I2)."""
@@ -246,7 +285,14 @@ class Session:
         self.projection.plan(plan)
 
     async def announce_tool_call(
-        self, call_id: str, name: str, arguments: dict[str, Any], *, requires_approval: bool, reason: str = ""
+        self,
+        call_id: str,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        requires_approval: bool,
+        reason: str = "",
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         """A `tool_call` event is a wait point: the runtime now waits for the human or the IDE.
 
@@ -267,7 +313,7 @@ class Session:
             arguments=arguments,
             requires_approval=requires_approval,
             approval_request_id=call_id if requires_approval else None,
-            metadata={"reason": reason} if reason else None,
+            metadata=({"reason": reason} if reason else {}) | (metadata or {}) or None,
             is_final=True,
         )
 

@@ -11,6 +11,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamState
 from workflows.model import (
     AgentSwitchRecord,
     AgentType,
+    ApprovalGrant,
     ChatMessage,
     ContractModel,
     ConversationConfig,
@@ -56,6 +57,10 @@ class CarriedState(ContractModel):
     unprojected: list[ProjectionRecord] = Field(
         default_factory=list, description="Projection records not yet written (the database was down)."
     )
+    grants: list[ApprovalGrant] = Field(
+        default_factory=list, description="The session's remembered decisions (and the newest revoked ones)."
+    )
+    project: str | None = Field(default=None, description="The project whose remembered decisions apply.")
 
 
 class ConversationInput(ContractModel):

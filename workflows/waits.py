@@ -2,6 +2,16 @@
 
 Both are workflow conditions with timers, so they survive any restart: an approval may expire (a model-visible
 tool message says so), and an IDE call has a lease that closes it with an error result if no answer comes.
+
+Before the wait, the policy (workflows/policy.py) and the remembered decisions (workflows/grants.py) may approve a
+call without asking: an allow rule with conditions, or a grant of the session or of its project (read through an
+activity, so a replay sees what the live run saw; workflows/project_grants.py). Each such approval is recorded
+already settled, decided by "policy" or "remembered", in the ledger, the projection and the metrics, and the
+`tool_call` event says so in its metadata; the model sees nothing of it. A human approval may be remembered
+(`HitlDecision.remember`): the grant is derived from the call and kept by the session or its project.
+
+Runs whose history evaluated a tool call before this existed keep the first-match reading they ran with (patch
+`safe-approvals`, decided at a run's first IDE tool call, so an idle session in flight switches at once).
 """
 
 from __future__ import annotations
@@ -11,21 +21,34 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 from workflows import tool_messages
 from workflows.agents import Agent
 from workflows.content import Content
+from workflows.grants import can_be_remembered, derive_grant, first_match
 from workflows.model import (
+    PROJECT_GRANTS_ACTIVITY,
+    REMEMBER_PROJECT_GRANT_ACTIVITY,
+    ApprovalGrant,
     ApprovalStatus,
     CallStatus,
     Decision,
     OutstandingCall,
     PendingApproval,
+    ProjectGrants,
+    ProjectGrantsRequest,
+    RememberDecision,
     SessionStatus,
     ToolCall,
 )
-from workflows.policy import evaluate
+from workflows.policy import describe_rule, evaluate, evaluate_first_match
 from workflows.session import Session
+
+SAFE_APPROVALS_PATCH = "safe-approvals"
+GRANTS_ACTIVITY_TIMEOUT = timedelta(seconds=10)
+GRANTS_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200))
 
 
 async def durable_wait(ready: Callable[[], bool], timeout_seconds: float | None) -> bool:
@@ -42,11 +65,115 @@ class ToolWaits:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self._safe: bool | None = None
+
+    def _reads_safely(self) -> bool:
+        """Whether this run uses deny rules, shell-aware conditions, automatic-approval records and remembered
+        decisions. Decided at the run's first IDE tool call rather than at its start: a run that has evaluated no
+        call yet switches at once, one whose history holds an evaluation keeps that reading until it continues as
+        new (it must replay as it ran)."""
+        if self._safe is None:
+            self._safe = workflow.patched(SAFE_APPROVALS_PATCH)
+        return self._safe
 
     async def run_ide_tool(self, agent: Agent, call: ToolCall) -> None:
-        """A tool the IDE executes: wait for approval if the policy says so, then for the IDE's result."""
+        """A tool the IDE executes: approved by the policy, by a remembered decision or by a human (or not), then
+        the IDE's result."""
+        if not self._reads_safely():
+            await self._run_first_match(agent, call)
+            return
         session = self._session
         requirement = evaluate(session.policy, call.name, call.arguments)
+        arguments = call.arguments
+        if requirement.requires_approval:
+            grant = None if requirement.deny_rule else await self._remembered(call)
+            if grant is None:
+                decided = await self._await_approval(agent, call, requirement.reason, requirement.timeout_seconds)
+                if decided is None:
+                    return
+                arguments = decided
+            else:
+                reason = f"Remembered decision {grant.grant_id} ({grant.scope}): {grant.description}"
+                session.approve_automatically(
+                    call, agent.type, decided_by="remembered", reason=reason, grant_id=grant.grant_id
+                )
+                await self._announce(call, {"approved_by": "remembered", "grant_id": grant.grant_id, "reason": reason})
+        elif requirement.conditional and requirement.rule_index is not None:
+            rule = session.policy.rules[requirement.rule_index]
+            reason = f"Allowed by {describe_rule(rule, requirement.rule_index)}"
+            session.approve_automatically(call, agent.type, decided_by="policy", reason=reason)
+            await self._announce(call, {"approved_by": "policy", "reason": reason})
+        else:
+            await self._announce(call, None)
+        await self._await_result(agent, call.model_copy(update={"arguments": arguments}))
+
+    async def _announce(self, call: ToolCall, metadata: dict[str, Any] | None) -> None:
+        """Send a call that needs no (more) approval to the IDE, unless its result is already in."""
+        if call.id not in self._session.ledger.results:
+            await self._session.announce_tool_call(
+                call.id, call.name, call.arguments, requires_approval=False, metadata=metadata
+            )
+
+    async def _remembered(self, call: ToolCall) -> ApprovalGrant | None:
+        """The grant that approves this call: the session's own, else its project's (read now, through an
+        activity, so a revocation holds from the next call on). None, and a human is asked, when there is none or
+        the project's grants cannot be read."""
+        session = self._session
+        if not can_be_remembered(call.name, call.arguments):
+            return None
+        grant = session.grants.match(call.name, call.arguments)
+        if grant is not None or session.project is None:
+            return grant
+        try:
+            found = await workflow.execute_activity(
+                PROJECT_GRANTS_ACTIVITY,
+                ProjectGrantsRequest(project=session.project),
+                result_type=ProjectGrants,
+                start_to_close_timeout=GRANTS_ACTIVITY_TIMEOUT,
+                retry_policy=GRANTS_ACTIVITY_RETRY,
+                summary=f"remembered decisions of project {session.project}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("Project grants not read, asking a human: %s", err.cause or err)
+            return None
+        return first_match(found.grants, call.name, call.arguments)
+
+    async def _remember(self, call: ToolCall, remember: RememberDecision) -> str | None:
+        """Keep the grant an approval asked for (in the session, or in its project); returns its id."""
+        session = self._session
+        grant = derive_grant(
+            call.name,
+            call.arguments,
+            remember,
+            grant_id=f"grant-{session.new_id()}",
+            session_id=session.id,
+            call_id=call.id,
+            created_at=workflow.now(),
+        )
+        if isinstance(grant, str):
+            workflow.logger.warning("Approval of %s not remembered: %s", call.id, grant)
+            return None
+        if grant.scope == "session":
+            return session.grants.add(grant).grant_id
+        session.project = session.project or grant.project
+        try:
+            kept = await workflow.execute_activity(
+                REMEMBER_PROJECT_GRANT_ACTIVITY,
+                grant,
+                result_type=ApprovalGrant,
+                start_to_close_timeout=GRANTS_ACTIVITY_TIMEOUT,
+                retry_policy=GRANTS_ACTIVITY_RETRY,
+                summary=f"remember for project {grant.project}: {grant.description}"[:200],
+            )
+        except ActivityError as err:
+            workflow.logger.warning("Approval of %s not remembered for its project: %s", call.id, err.cause or err)
+            return None
+        return kept.grant_id
+
+    async def _run_first_match(self, agent: Agent, call: ToolCall) -> None:
+        """The reading of runs that evaluated a call before `safe-approvals` (see `_reads_safely`)."""
+        session = self._session
+        requirement = evaluate_first_match(session.policy, call.name, call.arguments)
         arguments = call.arguments
         if requirement.requires_approval:
             decided = await self._await_approval(agent, call, requirement.reason, requirement.timeout_seconds)
@@ -97,12 +224,16 @@ class ToolWaits:
         if decision.decision is Decision.EDIT and decision.modified_arguments is not None:
             arguments = decision.modified_arguments
             session.history.amend_arguments(call.id, arguments)
+        remembered_as = None
+        if self._safe and decision.decision is Decision.APPROVE and decision.remember is not None:
+            remembered_as = await self._remember(call, decision.remember)
         session.settle(
             approval,
             ApprovalStatus.APPROVED,
             decision=decision.decision,
             feedback=decision.feedback,
             edited=arguments if decision.decision is Decision.EDIT else None,
+            remembered_as=remembered_as,
         )
         if call.id not in ledger.results:
             await session.announce_tool_call(call.id, call.name, arguments, requires_approval=False)

@@ -100,15 +100,17 @@ WHERE t.outcome IS NULL
 _APPROVAL_UPSERT = """
 INSERT INTO approvals AS a
     (session_id, request_id, request_type, call_id, tool_name, subject, arguments, edited_arguments, reason, agent,
-     status, created_at, expires_at, decided_at, decided_by, decision, feedback)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     status, created_at, expires_at, decided_at, decided_by, decision, feedback, grant_id, remembered_as)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (session_id, request_id) DO UPDATE SET
     edited_arguments = EXCLUDED.edited_arguments,
     status = EXCLUDED.status,
     decided_at = EXCLUDED.decided_at,
     decided_by = EXCLUDED.decided_by,
     decision = EXCLUDED.decision,
-    feedback = EXCLUDED.feedback
+    feedback = EXCLUDED.feedback,
+    grant_id = EXCLUDED.grant_id,
+    remembered_as = EXCLUDED.remembered_as
 WHERE a.status = 'pending' AND EXCLUDED.status <> 'pending'
 """
 
@@ -350,6 +352,8 @@ def _rows(record: ProjectionRecord) -> list[tuple[str, tuple[Any, ...]]]:
                         a.decided_by,
                         decision,
                         a.feedback,
+                        a.grant_id,
+                        a.remembered_as,
                     ),
                 ),
                 (

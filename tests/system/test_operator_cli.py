@@ -437,3 +437,67 @@ async def test_plan_approvals_are_in_the_inbox_too(
         await session.events()
         [settled] = await client.approvals(session.id)
         assert (settled.status, settled.decided_by) == ("approved", "plan_decision")
+
+
+# --- grants: remembered decisions ---
+
+
+async def test_decisions_are_remembered_listed_and_revoked(
+    agent_runtime: Callable[..., Any], dev_server: DevServer, fake_llm: FakeLlmServer
+) -> None:
+    async with runtime(dev_server, fake_llm) as client:
+        session = await parked(client, fake_llm, "execute_command", "call_g1", command="npm test")
+        assert (await agent_runtime("approvals", "approve", session.id, "call_g1", "--command-words", "2")).code == 2
+        refused = await agent_runtime("approvals", "approve", session.id, "call_g1", "--remember", "project")
+        assert refused.code == 2 and "project exactly when" in refused.err
+        approved = await agent_runtime(
+            "approvals", "approve", session.id, "call_g1", "--remember", "session", "--command-words", "2"
+        )
+        assert approved.code == 0
+        assert final(await session.events()).requires_approval is False
+        session.script(call("execute_command", "call_g2", command="npm test -u"))
+        await session.result("call_g1", "ok")
+        assert final(await session.events()).requires_approval is False  # remembered
+
+        [grant] = (await agent_runtime("grants", "list", "--session", session.id, "--json")).json()
+        assert grant["description"] == "execute_command: npm test ..."
+        table = (await agent_runtime("grants", "list", "--session", session.id)).out
+        assert table.splitlines()[0].split() == ["GRANT", "SCOPE", "APPROVES", "AGE", "FROM", "SESSION", "STATUS"]
+        assert grant["grant_id"] in table and "active" in table
+        revoked = await agent_runtime("grants", "revoke", "--session", session.id, grant["grant_id"])
+        assert (revoked.code, revoked.out.strip()) == (0, f"revoked {grant['grant_id']} in session {session.id}")
+        again = await agent_runtime("grants", "revoke", "--session", session.id, grant["grant_id"])
+        assert again.code == 0 and "no change" in again.out
+        assert (await agent_runtime("grants", "revoke", "--session", session.id, "grant-nope")).code == 5
+        assert (await agent_runtime("grants", "list", "--session", session.id)).out.strip() == "no remembered decisions"
+        assert "revoked" in (await agent_runtime("grants", "list", "--session", session.id, "--all")).out
+
+        project = f"cli-{uuid.uuid4().hex[:8]}"
+        writer = Session(client, fake_llm)
+        writer.script(classify("coder"), call("write_file", "call_w1", path="src/a.py", content="x"))
+        assert final(await writer.say("write it", project=project)).requires_approval is True
+        remembered = await agent_runtime(
+            "approvals",
+            "approve",
+            writer.id,
+            "call_w1",
+            "--remember",
+            "project",
+            "--project",
+            project,
+            "--path-prefix",
+            "src",
+        )
+        assert remembered.code == 0
+        final(await writer.events())
+        [shared] = (await agent_runtime("grants", "list", "--project", project, "--json")).json()
+        assert (shared["scope"], shared["project"], shared["description"]) == (
+            "project",
+            project,
+            "write_file: src/...",
+        )
+        gone = await agent_runtime("grants", "revoke", "--project", project, shared["grant_id"], "--reason", "done")
+        assert (gone.code, gone.out.strip()) == (0, f"revoked {shared['grant_id']} in project {project}")
+        assert (await agent_runtime("grants", "list", "--project", project, "--json")).json() == []
+        assert (await agent_runtime("grants", "revoke", "--project", project, "grant-nope")).code == 5
+        assert (await agent_runtime("grants", "list")).code == 2  # --session or --project

@@ -90,7 +90,13 @@ def test_approval_rules_from_json(clean_env: pytest.MonkeyPatch) -> None:
 
     policy = load_settings().approval_policy()
 
-    assert [rule.pattern for rule in policy.rules] == ["execute_command", "execute_*", "*"]
+    # The built-in rules follow the configured ones (a risky tool no configured rule approves still asks).
+    assert [rule.pattern for rule in policy.rules] == [
+        "execute_command",
+        "execute_*",
+        "*",
+        *(rule.pattern for rule in DEFAULT_APPROVAL_POLICY.rules),
+    ]
     assert policy.default_timeout_seconds == 900
     assert evaluate(policy, "execute_command", {"command": "git status -s"}).requires_approval is False
     rm = evaluate(policy, "execute_command", {"command": "rm -rf /"})
