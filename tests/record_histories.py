@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from client.connection import open_content_store, with_content_store
@@ -48,7 +49,7 @@ from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from devstack.postgres import projection_database
 from devstack.temporal import start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
-from tests.support import Session, call, classify, final, text, types
+from tests.support import Session, call, classify, final, skip_time, text, types
 from worker import running_worker
 from workflows.model import (
     CancelTurn,
@@ -73,12 +74,15 @@ class Scenario:
         settings: `Settings` overrides for this scenario's worker and sessions.
         database: Write the PostgreSQL projection (an embedded PostgreSQL for the recording), so the history holds
             the projection's patch markers and writes.
+        moves_clock: The conversation skips time (a timer fires); a test records it on a time-skipping server of
+            its own.
     """
 
     name: str
     drive: Drive
     settings: dict[str, Any] = field(default_factory=dict)
     database: bool = False
+    moves_clock: bool = False
 
     @property
     def session_id(self) -> str:
@@ -151,7 +155,7 @@ async def approval_expiry(session: Session, env: WorkflowEnvironment) -> None:
     """An undecided approval expires on its durable timer (skipped time); the LLM learns it."""
     await _park_write(session)
     session.script(text("The approval expired."))
-    await env.sleep(timedelta(seconds=301))
+    await skip_time(env, timedelta(seconds=301))
     assert types(await session.events()) == ["tool_result", "assistant_message"]
 
 
@@ -243,6 +247,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         approval_expiry,
         _QUIET
         | {"approval": {"rules": [{"pattern": "write_file", "requires_approval": True, "timeout_seconds": 300}]}},
+        moves_clock=True,
     ),
     Scenario("llm_failure_then_recovery", llm_failure_then_recovery, _QUIET),
     Scenario("plan_approved", plan_approved, _QUIET),
@@ -282,7 +287,14 @@ async def scenario_runtime(
             config=settings.conversation_config(),
             content=content,
         )
-        yield Session(conversations, llm, id=scenario.session_id + suffix)
+        session = Session(conversations, llm, id=scenario.session_id + suffix)
+        try:
+            yield session
+        finally:
+            # Nothing of the recording outlives it: a projection write left for a worker and a database that are
+            # about to stop would stay pending, and the shared time-skipping server does not skip time past it.
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(workflow_id_for(session.id)).terminate("recorded")
 
 
 async def fetch_chain(client: Client, workflow_id: str) -> list[WorkflowHistory]:

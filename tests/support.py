@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
+
+from temporalio.api.testservice.v1 import SleepRequest
+from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ConversationClient
 from devstack.fake_llm import FakeLlmServer, FakeReply
@@ -44,6 +48,17 @@ def assert_provider_valid(messages: list[ChatMessage], *, open_tail: set[str] | 
                 seen_ids.add(call.id)
                 open_ids.append(call.id)
     assert set(open_ids) == (open_tail or set()), f"history ends with unanswered calls {open_ids}"
+
+
+async def skip_time(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """Move the time-skipping test server's clock on by `duration` (`env.sleep`, with a deadline of our own).
+
+    The server skips only once the workers are idle; on a loaded machine that took longer than the RPC's default
+    deadline, and `env.sleep` failed with "Timeout expired" although nothing was wrong.
+    """
+    request = SleepRequest()
+    request.duration.FromTimedelta(duration)
+    await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=timedelta(minutes=2))
 
 
 def tool_messages_for(messages: list[ChatMessage], call_id: str) -> list[ChatMessage]:

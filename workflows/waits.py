@@ -6,7 +6,6 @@ tool message says so), and an IDE call has a lease that closes it with an error 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,15 +25,6 @@ from workflows.model import (
 )
 from workflows.policy import evaluate
 from workflows.session import Session
-
-
-async def durable_wait(ready: Callable[[], bool], timeout_seconds: float | None) -> bool:
-    """True when `ready` holds, False when the timer ran out first (None: no timer)."""
-    try:
-        await workflow.wait_condition(ready, timeout=timeout_seconds)
-    except TimeoutError:
-        return ready()
-    return True
 
 
 class ToolWaits:
@@ -79,7 +69,9 @@ class ToolWaits:
         await session.announce_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
         session.status = SessionStatus.AWAITING_APPROVAL
         ledger = session.ledger
-        arrived = await durable_wait(lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds)
+        arrived = await session.wait_for_input(
+            lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds
+        )
         decision = ledger.decisions.pop(call.id, None)
         if not arrived:
             session.settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
@@ -122,7 +114,7 @@ class ToolWaits:
             lease_expires_at=workflow.now() + timedelta(seconds=lease),
         )
         session.status = SessionStatus.AWAITING_TOOL_RESULT
-        if not await durable_wait(lambda: call.id in session.ledger.results, lease):
+        if not await session.wait_for_input(lambda: call.id in session.ledger.results, lease):
             session.close_call(call, tool_messages.lease_expired(call.name, lease), outcome="lease_expired", emit=True)
             return
         result = session.ledger.results.pop(call.id)
