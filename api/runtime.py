@@ -24,6 +24,7 @@ from settings import Settings
 from workflows.agents import available_agents
 from workflows.model import (
     CONVERSATION_WORKFLOW,
+    STREAM_OFFSET_QUERY,
     WORKFLOW_ID_PREFIX,
     AgentType,
     ChatMessage,
@@ -33,9 +34,6 @@ from workflows.model import (
 )
 
 T = TypeVar("T")
-
-# The workflow stream's offset query (temporalio.contrib.workflow_streams: WorkflowStreamClient.get_offset).
-STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 
 
 @dataclass(frozen=True)

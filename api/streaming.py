@@ -1,15 +1,19 @@
 """One input in, the session's events out until the next wait point: shared by the SSE route and the WebSocket.
 
-Mechanics (spec §4.1, bug B11): read the stream's offset, deliver the input with an Update (so a bad input is
-refused before it touches history), then relay the session's events from that offset up to and including the first
-`is_final` chunk. The stream never waits on a human: it ends at every wait point, and the durable wait lives in the
-workflow. Errors of the update become one final `error` chunk; an input the workflow already had becomes one final
-`status` chunk, as does a user message queued behind an outstanding call.
+Mechanics (spec §4.1, bug B11): deliver the input with an Update (so a bad input is refused before it touches
+history); a comment line says so at once. The update answers with the input's first events and where they start on
+the session's stream (often the whole answer: a plain turn's message, an approval's re-emitted `tool_call`); relay
+them, then the stream's from there, up to and including the first `is_final` chunk. A client that wants live
+tokens gets its receipt at once instead, and the deltas on the stream as the model writes them. The stream never
+waits on a human: it ends at every wait point, and the durable wait lives in the workflow. Errors of the update
+become one final `error` chunk; an input the workflow already had becomes one final `status` chunk, as does a user
+message queued behind an outstanding call.
 
 Every relayed chunk carries its stream offset, which the SSE route sends as the event `id:` so a client can resume.
 
-Live token deltas (`assistant_delta`) are relayed only to clients that ask for them (`tokens=true`): the original
-contract never sent that chunk type, so an unmodified gateway and IDE see exactly the chunks they know.
+Live token deltas (`assistant_delta`) are relayed only to clients that ask for them (`tokens=true`), and only then
+published at all (`TurnInput.live_tokens`): the original contract never sent that chunk type, so an unmodified
+gateway and IDE see exactly the chunks they know.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import HTTPException
@@ -48,11 +53,11 @@ from workflows.model import (
     CancelTurn,
     ChunkType,
     HitlDecision,
-    InputReceipt,
     PlanDecision,
     StreamChunk,
     SwitchAgent,
     ToolResult,
+    TurnInput,
     UserMessage,
 )
 
@@ -89,18 +94,27 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One chunk for the client; `offset` is its place in the session's stream (None for the API's own chunks)."""
+    """One chunk for the client; `offset` is its place in the session's stream (None for the API's own chunks).
+
+    A `comment` is no chunk: the SSE route writes it as a comment line (which every SSE reader, the original gateway
+    included, skips) and the WebSocket sends nothing.
+    """
 
     chunk: dict[str, Any]
     offset: int | None = None
+    comment: str | None = None
 
     @property
     def is_final(self) -> bool:
         return bool(self.chunk.get("is_final"))
 
 
-KEEPALIVE = Outgoing(chunk={})
-"""Yielded while nothing happens for `keepalive_seconds`; the SSE route writes a comment line for it."""
+KEEPALIVE = Outgoing(chunk={}, comment="keepalive")
+"""Yielded while nothing happens for `keepalive_seconds`."""
+
+
+DELIVERED = Outgoing(chunk={}, comment="delivered")
+"""Yielded as soon as the session has accepted the input: the client knows it need not send it again."""
 
 
 def parse_input(message: Any) -> ParsedInput:
@@ -184,33 +198,38 @@ def error_chunk(session_id: str, message: str, code: str) -> dict[str, Any]:
     return api_chunk(session_id, ChunkType.ERROR.value, message, error=message, metadata={"code": code})
 
 
-async def send_input(runtime: ApiRuntime, session_id: str, parsed: ParsedInput) -> InputReceipt:
-    conversations = runtime.conversations
-    match item := parsed.item:
-        case UserMessage():
-            return await conversations.send_user_message(session_id, item, new_session=parsed.new_session)
-        case ToolResult():
-            return await conversations.send_tool_result(session_id, item)
-        case HitlDecision():
-            return await conversations.decide(session_id, item)
-        case SwitchAgent():
-            return await conversations.switch_agent(session_id, item)
-        case PlanDecision():
-            return await conversations.decide_plan(session_id, item)
-        case CancelTurn():
-            return await conversations.cancel_turn(session_id, item)
-
-
 async def run_input(
-    runtime: ApiRuntime, session_id: str, item: ParsedInput, *, tokens: bool = False
+    runtime: ApiRuntime, session_id: str, parsed: ParsedInput, *, tokens: bool = False
 ) -> AsyncIterator[Outgoing]:
     """Deliver one input and yield the session's events up to the next wait point (see the module docstring)."""
+    item = parsed.item
+    if isinstance(item, TurnInput):
+        # Live tokens go out on the stream as the model writes them; otherwise the update itself answers with the
+        # input's first events, however long the model takes, and a plain turn needs no poll of the stream.
+        item = item.model_copy(update={"live_tokens": tokens, "wait_for_events": not tokens})
+    options = runtime.options
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.stream_timeout_seconds
     try:
-        offset = await runtime.current_offset(session_id) or 0
-        if item.new_session and offset and not (await runtime.describe_status(session_id))[0]:
-            offset = 0  # the closed session is replaced by a new one, whose stream starts over
         # Shielded: a client that hangs up mid-request must not leave it unknown whether the input was delivered.
-        receipt = await asyncio.shield(send_input(runtime, session_id, item))
+        delivered = await asyncio.shield(runtime.conversations.submit(session_id, item, new_session=parsed.new_session))
+        yield DELIVERED
+        while True:
+            remaining = deadline - loop.time()
+            wait = remaining if options.keepalive_seconds is None else min(remaining, options.keepalive_seconds)
+            receipt = await delivered.receipt(timedelta(seconds=max(wait, 0.001)))
+            if receipt is not None:
+                break
+            if loop.time() >= deadline:
+                # No event yet (the receipt comes with the first), so the stream's offset now is where they start.
+                resume_from = await runtime.current_offset(session_id) or 0
+                yield Outgoing(_stream_timeout(session_id, resume_from))
+                return
+            # A quiet while is an LLM at work, or a session whose workflow task keeps failing: say which.
+            stuck = await runtime.conversations.diagnose(session_id)
+            if stuck is not None:
+                raise stuck
+            yield KEEPALIVE
     except ConversationError as err:
         yield Outgoing(error_chunk(session_id, str(err), _ERROR_CODES.get(type(err), "rejected")))
         return
@@ -227,6 +246,9 @@ async def run_input(
     if not receipt.accepted:
         yield Outgoing(api_chunk(session_id, "status", f"Nothing done: {receipt.detail}", metadata={"accepted": False}))
         return
+    offset = receipt.offset
+    if offset is None:  # a worker older than the API (a rolling deploy): read where the stream is now
+        offset = await runtime.current_offset(session_id) or 0
     if receipt.queued:
         content = (
             "Queued: the session is busy or waits for an outstanding tool call; the message runs once that is "
@@ -234,18 +256,33 @@ async def run_input(
         )
         yield Outgoing(api_chunk(session_id, "status", content, metadata={"queued": True, "resume_from": offset}))
         return
-    async for outgoing in relay(runtime, session_id, offset, tokens=tokens):
+    # The events the input caused before the session paused came with the receipt; the rest is on the stream.
+    for emitted in receipt.events:
+        offset = emitted.offset + 1
+        if emitted.chunk.type is ChunkType.ASSISTANT_DELTA and not tokens:
+            continue
+        outgoing = Outgoing(chunk_json(emitted.chunk), emitted.offset)
+        yield outgoing
+        if outgoing.is_final:
+            return
+    async for outgoing in relay(runtime, session_id, offset, tokens=tokens, deadline=deadline):
         yield outgoing
 
 
+def _stream_timeout(session_id: str, resume_from: int) -> dict[str, Any]:
+    content = "The stream timed out before the next wait point; resume from `resume_from`."
+    return api_chunk(session_id, "status", content, metadata={"reason": "stream_timeout", "resume_from": resume_from})
+
+
 async def relay(
-    runtime: ApiRuntime, session_id: str, from_offset: int, *, tokens: bool = False
+    runtime: ApiRuntime, session_id: str, from_offset: int, *, tokens: bool = False, deadline: float | None = None
 ) -> AsyncIterator[Outgoing]:
     """The session's events from `from_offset` through the first final chunk; KEEPALIVE while it is quiet.
-    Token deltas are skipped unless `tokens`."""
+    Token deltas are skipped unless `tokens`. The stream ends at `deadline` (the event loop's clock; by default
+    `stream_timeout_seconds` from now) with a final `status` chunk saying where to resume."""
     options = runtime.options
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + options.stream_timeout_seconds
+    deadline = deadline if deadline is not None else loop.time() + options.stream_timeout_seconds
     events = runtime.conversations.events(session_id, from_offset).__aiter__()
     next_offset = from_offset
     pending: asyncio.Future[Any] | None = None
@@ -258,9 +295,7 @@ async def relay(
             done, _ = await asyncio.wait({pending}, timeout=max(wait, 0))
             if not done:
                 if loop.time() >= deadline:
-                    content = "The stream timed out before the next wait point; resume from `resume_from`."
-                    metadata = {"reason": "stream_timeout", "resume_from": next_offset}
-                    yield Outgoing(api_chunk(session_id, "status", content, metadata=metadata))
+                    yield Outgoing(_stream_timeout(session_id, next_offset))
                     return
                 yield KEEPALIVE
                 continue
@@ -296,8 +331,8 @@ def _text(err: Exception) -> str:
 
 def sse_event(outgoing: Outgoing) -> str:
     """One SSE event: `id: <offset>` (relayed chunks only), `data: <chunk JSON>`, blank line."""
-    if outgoing is KEEPALIVE:
-        return ": keepalive\n\n"
+    if outgoing.comment is not None:
+        return f": {outgoing.comment}\n\n"
     data = json.dumps(outgoing.chunk, ensure_ascii=False, separators=(",", ":"))
     prefix = f"id: {outgoing.offset}\n" if outgoing.offset is not None else ""
     return f"{prefix}data: {data}\n\n"

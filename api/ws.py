@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
 from api.runtime import ApiRuntime
-from api.streaming import KEEPALIVE, InputError, parse_input, run_input, without_nulls
+from api.streaming import InputError, parse_input, run_input, without_nulls
 
 log = logging.getLogger("agent_runtime.api.ws")
 
@@ -92,7 +92,7 @@ async def _handle(websocket: WebSocket, runtime: ApiRuntime, session_id: str, te
         await _send_error(websocket, str(err))
         return
     async for outgoing in run_input(runtime, session_id, item, tokens=tokens):
-        if outgoing is not KEEPALIVE:
+        if outgoing.comment is None:
             await websocket.send_json(without_nulls(outgoing.chunk))
 
 

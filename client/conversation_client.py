@@ -32,13 +32,14 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.content import ContentStore
 from workflows import tool_messages
@@ -46,13 +47,21 @@ from workflows.content import INLINE_TEXT_LIMIT
 from workflows.conversation import ConversationWorkflow
 from workflows.model import (
     APPROVAL_ALREADY_RESOLVED_ERROR,
+    CANCEL_TURN_UPDATE,
     EVENTS_TOPIC,
+    HITL_DECISION_UPDATE,
     INVALID_INPUT_ERROR,
+    PLAN_DECISION_UPDATE,
+    REVOKE_GRANT_UPDATE,
+    SWITCH_AGENT_UPDATE,
+    TOOL_RESULT_UPDATE,
     UNKNOWN_CALL_ID_ERROR,
     UNKNOWN_GRANT_ERROR,
+    USER_MESSAGE_UPDATE,
     ApprovalGrant,
     CancelTurn,
     ChatMessage,
+    ContractModel,
     ConversationConfig,
     HitlDecision,
     InputReceipt,
@@ -73,8 +82,10 @@ from workflows.state import (
     ConversationInput,
 )
 
-P = TypeVar("P")
 R = TypeVar("R")
+
+Input = UserMessage | ToolResult | HitlDecision | PlanDecision | SwitchAgent | CancelTurn | RevokeGrant
+"""Every input a session takes (each an update; a user message may also start the session)."""
 
 
 class ConversationError(Exception):
@@ -241,39 +252,7 @@ class ConversationClient:
         Raises:
             SessionClosedError: The session is closed and `new_session` is False.
         """
-        message = message.model_copy(update={"content": await self._offload(message.content)})
-        for attempt in range(NEW_SESSION_ATTEMPTS):
-            start = WithStartWorkflowOperation(
-                ConversationWorkflow.run,
-                self._start_input(session_id),
-                id=workflow_id_for(session_id),
-                task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=_reuse_policy(new_session),
-            )
-            try:
-                try:
-                    return await self._answered(
-                        session_id,
-                        self._client.execute_update_with_start_workflow(
-                            ConversationWorkflow.submit_user_message,
-                            message,
-                            start_workflow_operation=start,
-                            rpc_timeout=self._answer_timeout,
-                        ),
-                    )
-                finally:
-                    _retrieve_start_error(start)
-            except WorkflowAlreadyStartedError as err:
-                diagnosis = await self._closed(session_id)
-                if (
-                    not (new_session and isinstance(diagnosis, SessionClosedError))
-                    or attempt + 1 == NEW_SESSION_ATTEMPTS
-                ):
-                    raise diagnosis from err
-                # Temporal refuses to reuse an id within a second of its closing (workflowIdReuseMinimalInterval).
-                await asyncio.sleep(1.0)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return await self._send(session_id, message, new_session=new_session)
 
     async def signal_user_message(self, session_id: str, message: UserMessage, *, new_session: bool = False) -> None:
         """Fire-and-forget variant: signal-with-start, for callers that follow the event stream anyway."""
@@ -295,29 +274,102 @@ class ConversationClient:
     # --- inputs ---
 
     async def send_tool_result(self, session_id: str, result: ToolResult) -> InputReceipt:
-        if self._content is not None and result.content is None:
-            text = tool_messages.from_ide_result(result.result, result.error)
-            if len(text) > INLINE_TEXT_LIMIT:
-                stored = await self._content.put(text)
-                result = ToolResult(call_id=result.call_id, content=stored, failed=bool(result.error))
-        return await self._update(session_id, ConversationWorkflow.submit_tool_result, result)
+        return await self._send(session_id, result)
 
     async def decide(self, session_id: str, decision: HitlDecision) -> InputReceipt:
-        if self._content is not None and decision.modified_arguments is not None:
-            arguments = await self._content.offload_arguments(decision.modified_arguments)
-            decision = decision.model_copy(update={"modified_arguments": arguments})
-        return await self._update(session_id, ConversationWorkflow.submit_hitl_decision, decision)
+        return await self._send(session_id, decision)
 
     async def decide_plan(self, session_id: str, decision: PlanDecision) -> InputReceipt:
         """Approve, reject or ask to modify a proposed plan (its `approval_request_id`)."""
-        return await self._update(session_id, ConversationWorkflow.submit_plan_decision, decision)
+        return await self._send(session_id, decision)
 
     async def cancel_turn(self, session_id: str, request: CancelTurn | None = None) -> InputReceipt:
         """Stop the running turn; `accepted=False` when nothing is running. Queued inputs still run afterwards."""
-        return await self._update(session_id, ConversationWorkflow.submit_cancel_turn, request or CancelTurn())
+        return await self._send(session_id, request or CancelTurn())
 
     async def switch_agent(self, session_id: str, request: SwitchAgent) -> InputReceipt:
-        return await self._update(session_id, ConversationWorkflow.submit_switch_agent, request)
+        return await self._send(session_id, request)
+
+    async def submit(self, session_id: str, item: Input, *, new_session: bool = False) -> DeliveredInput:
+        """Deliver an input and return as soon as the session has accepted it; its receipt follows from
+        `DeliveredInput.receipt` (at once, or, for an input with `wait_for_events`, with its first events). A user
+        message starts the session if it does not exist yet (update-with-start); large content is stored by
+        reference first.
+
+        Raises:
+            ConversationError: The input was refused (unknown session or call, a settled approval, an invalid
+                input), or the session is closed (a user message to it without `new_session`) or stuck.
+        """
+        item = await self._offload_input(item)
+        if not isinstance(item, UserMessage):
+            handle = self.handle(session_id)
+            update = _UPDATES[type(item)]
+            accepted = handle.start_update(
+                update,
+                item,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=InputReceipt,
+                rpc_timeout=self._answer_timeout,
+            )
+            return DeliveredInput(self, session_id, await self._answered(session_id, accepted))
+        for attempt in range(NEW_SESSION_ATTEMPTS):
+            start = WithStartWorkflowOperation(
+                ConversationWorkflow.run,
+                self._start_input(session_id),
+                id=workflow_id_for(session_id),
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=_reuse_policy(new_session),
+            )
+            try:
+                try:
+                    accepted_with_start = self._client.start_update_with_start_workflow(
+                        USER_MESSAGE_UPDATE,
+                        item,
+                        start_workflow_operation=start,
+                        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                        result_type=InputReceipt,
+                        rpc_timeout=self._answer_timeout,
+                    )
+                    return DeliveredInput(self, session_id, await self._answered(session_id, accepted_with_start))
+                finally:
+                    _retrieve_start_error(start)
+            except WorkflowAlreadyStartedError as err:
+                diagnosis = await self._closed(session_id)
+                if (
+                    not (new_session and isinstance(diagnosis, SessionClosedError))
+                    or attempt + 1 == NEW_SESSION_ATTEMPTS
+                ):
+                    raise diagnosis from err
+                # Temporal refuses to reuse an id within a second of its closing (workflowIdReuseMinimalInterval).
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _send(self, session_id: str, item: Input, *, new_session: bool = False) -> InputReceipt:
+        """Deliver an input and wait for its receipt (an input without `wait_for_events` is answered at once)."""
+        delivered = await self.submit(session_id, item, new_session=new_session)
+        receipt = await delivered.receipt(self._answer_timeout)
+        if receipt is None:
+            raise await self.diagnose(session_id) or SessionStuckError(session_id, 0, None)
+        return receipt
+
+    async def _offload_input(self, item: Input) -> Input:
+        """Store an input's large content by reference, so it never rides through Temporal inline."""
+        if self._content is None:
+            return item
+        if isinstance(item, UserMessage):
+            return item.model_copy(update={"content": await self._content.offload_text(item.content)})
+        if isinstance(item, ToolResult) and item.content is None:
+            text = tool_messages.from_ide_result(item.result, item.error)
+            if len(text) > INLINE_TEXT_LIMIT:
+                stored = await self._content.put(text)
+                return item.model_copy(
+                    update={"content": stored, "result": None, "error": None, "failed": bool(item.error)}
+                )
+        if isinstance(item, HitlDecision) and item.modified_arguments is not None:
+            arguments = await self._content.offload_arguments(item.modified_arguments)
+            return item.model_copy(update={"modified_arguments": arguments})
+        return item
 
     # --- reads ---
 
@@ -390,7 +442,7 @@ class ConversationClient:
             UnknownGrantError: The session has no such grant.
         """
         revoke = RevokeGrant(grant_id=grant_id, reason=reason)
-        return await self._update(session_id, ConversationWorkflow.submit_revoke_grant, revoke)
+        return await self._send(session_id, revoke)
 
     async def project_grants(self, project: str) -> ProjectGrants:
         """A project's remembered decisions (none when nothing was ever remembered for it)."""
@@ -509,14 +561,6 @@ class ConversationClient:
         except RPCError:
             return None
 
-    async def _update(
-        self, session_id: str, update: UpdateMethodMultiParam[[ConversationWorkflow, P], R], payload: P
-    ) -> R:
-        handle = self.handle(session_id)
-        return await self._answered(
-            session_id, handle.execute_update(update, payload, rpc_timeout=self._answer_timeout)
-        )
-
     async def _query(self, session_id: str, query: Callable[[ConversationWorkflow], R]) -> R:
         return await self._answered(session_id, self.handle(session_id).query(query, rpc_timeout=self._answer_timeout))
 
@@ -528,8 +572,54 @@ class ConversationClient:
     async def _resolve_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         return arguments if self._content is None else await self._content.resolve_arguments(arguments)
 
+    async def resolve_receipt(self, receipt: InputReceipt) -> InputReceipt:
+        """The receipt with references in its events resolved to full text."""
+        if self._content is None or not receipt.events:
+            return receipt
+        events = [
+            emitted.model_copy(update={"chunk": await self._content.resolve_chunk(emitted.chunk)})
+            for emitted in receipt.events
+        ]
+        return receipt.model_copy(update={"events": events})
+
     async def _resolve_approval(self, approval: PendingApproval) -> PendingApproval:
         return approval if self._content is None else await self._content.resolve_approval(approval)
+
+
+class DeliveredInput:
+    """An input the session accepted, whose receipt is yet to come (`ConversationClient.submit`)."""
+
+    def __init__(
+        self, conversations: ConversationClient, session_id: str, handle: WorkflowUpdateHandle[InputReceipt]
+    ) -> None:
+        self._conversations = conversations
+        self._session_id = session_id
+        self._handle = handle
+
+    async def receipt(self, wait: timedelta) -> InputReceipt | None:
+        """The receipt, with references in its events resolved; None when it did not come within `wait` (the
+        input is delivered all the same: ask again).
+
+        Raises:
+            ConversationError: The workflow refused the input after accepting it.
+        """
+        try:
+            receipt = await self._handle.result(rpc_timeout=wait)
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            return None
+        except WorkflowUpdateFailedError as err:
+            raise _translate(err) from err
+        return await self._conversations.resolve_receipt(receipt)
+
+
+_UPDATES: dict[type[ContractModel], str] = {
+    ToolResult: TOOL_RESULT_UPDATE,
+    HitlDecision: HITL_DECISION_UPDATE,
+    PlanDecision: PLAN_DECISION_UPDATE,
+    SwitchAgent: SWITCH_AGENT_UPDATE,
+    CancelTurn: CANCEL_TURN_UPDATE,
+    RevokeGrant: REVOKE_GRANT_UPDATE,
+}
 
 
 def timed_out(err: RPCError) -> bool:

@@ -43,6 +43,18 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture
+async def clock_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own, for a test that moves the clock: on the shared one, workflows that
+    earlier tests left behind (their workers gone, a projection write pending for ever) hold time skipping back,
+    and `skip_time` never returns."""
+    env = await start_time_skipping_server()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[DevServer]:
     server = await start_dev_server(ui=False)
@@ -115,6 +127,12 @@ def runtime_with(temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer, con
     """A worker on the time-skipping server with settings overridden by keyword (a fresh task queue unless
     `task_queue=` is given), yielding the gateway's client."""
     return _runtime_factory(temporal_env.client, fake_llm, content_dir)
+
+
+@pytest.fixture
+def clock_runtime_with(clock_env: WorkflowEnvironment, fake_llm: FakeLlmServer, content_dir: Path) -> RuntimeFactory:
+    """`runtime_with` on the test's own time-skipping server (`clock_env`)."""
+    return _runtime_factory(clock_env.client, fake_llm, content_dir)
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from client.connection import open_content_store, with_content_store
@@ -48,7 +49,7 @@ from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from devstack.postgres import projection_database
 from devstack.temporal import start_time_skipping_server
 from settings import ContentSettings, Settings, TemporalSettings
-from tests.support import Session, call, classify, final, readme_approval_rules, text, types
+from tests.support import Session, call, classify, final, readme_approval_rules, skip_time, text, types
 from worker import running_worker
 from workflows.model import (
     CancelTurn,
@@ -59,6 +60,7 @@ from workflows.model import (
     PlanDecision,
     PlanDecisionKind,
     RememberDecision,
+    ToolResult,
     workflow_id_for,
 )
 
@@ -77,12 +79,15 @@ class Scenario:
         settings: `Settings` overrides for this scenario's worker and sessions.
         database: Write the PostgreSQL projection (an embedded PostgreSQL for the recording), so the history holds
             the projection's patch markers and writes.
+        moves_clock: The conversation skips time (a timer fires); a test records it on a time-skipping server of
+            its own.
     """
 
     name: str
     drive: Drive
     settings: dict[str, Any] = field(default_factory=dict)
     database: bool = False
+    moves_clock: bool = False
 
     @property
     def session_id(self) -> str:
@@ -155,7 +160,7 @@ async def approval_expiry(session: Session, env: WorkflowEnvironment) -> None:
     """An undecided approval expires on its durable timer (skipped time); the LLM learns it."""
     await _park_write(session)
     session.script(text("The approval expired."))
-    await env.sleep(timedelta(seconds=301))
+    await skip_time(env, timedelta(seconds=301))
     assert types(await session.events()) == ["tool_result", "assistant_message"]
 
 
@@ -238,6 +243,8 @@ async def cancel_turn(session: Session, env: WorkflowEnvironment) -> None:
 async def remembered_decisions(session: Session, env: WorkflowEnvironment) -> None:
     """safe-approvals: an allow rule's automatic approval; a session decision remembered, used and revoked; a project
     decision written and read through the grant activities (the project's own workflow is not part of this file)."""
+    # A project of its own: its grants workflow runs on this scenario's task queue, which ends with the scenario.
+    project = f"project-{session.id}"
 
     async def next_call(call_id: str, result_of: str, **arguments: Any) -> Any:
         session.script(call(arguments.pop("tool", "execute_command"), call_id, **arguments))
@@ -253,13 +260,13 @@ async def remembered_decisions(session: Session, env: WorkflowEnvironment) -> No
         assert final(await session.events()).requires_approval is False
 
     session.script(classify("coder"), call("execute_command", "call_g1", command="git status --short"))
-    assert final(await session.say("status?", project="recorded-project")).requires_approval is False
+    assert final(await session.say("status?", project=project)).requires_approval is False
     assert (await next_call("call_n1", "call_g1", command="npm test")).requires_approval is True
     await approve("call_n1", RememberDecision(scope=GrantScope.SESSION, command_words=2))
     assert (await next_call("call_n2", "call_n1", command="npm test -- -u")).requires_approval is False
     chunk = await next_call("call_w1", "call_n2", tool="write_file", path="src/a.py", content="x")
     assert chunk.requires_approval is True
-    await approve("call_w1", RememberDecision(scope=GrantScope.PROJECT, project="recorded-project", path_prefix="src"))
+    await approve("call_w1", RememberDecision(scope=GrantScope.PROJECT, project=project, path_prefix="src"))
     chunk = await next_call("call_w2", "call_w1", tool="write_file", path="src/b.py", content="y")
     assert chunk.requires_approval is False
     session.script(text("Done."))
@@ -267,6 +274,24 @@ async def remembered_decisions(session: Session, env: WorkflowEnvironment) -> No
     assert final(await session.events()).content == "Done."
     [grant] = await session.client.grants(session.id)
     assert not (await session.client.revoke_grant(session.id, grant.grant_id)).duplicate
+
+
+async def gateway_turns(session: Session, env: WorkflowEnvironment) -> None:
+    """Inputs as the HTTP API sends them (`lean-turns`): each answered with its first events, live tokens only for
+    the message that asks; the projection written at wait points."""
+    session.script(classify("coder"), call("write_file", "call_w1", path="main.py", content="print(1)"))
+    chunks = await session.say("create main.py", wait_for_events=True)
+    assert final(chunks).requires_approval is True
+    await session.decide("call_w1", "approve", wait_for_events=True)
+    assert final(await session.events()).requires_approval is False
+    session.script(text("Created main.py."))
+    await session.client.send_tool_result(
+        session.id, ToolResult(call_id="call_w1", result={"written": True}, wait_for_events=True)
+    )
+    assert final(await session.events()).content == "Created main.py."
+    session.script(text("Hello there, how can I help?"))
+    assert final(await session.say("hi", live_tokens=True)).content == "Hello there, how can I help?"
+    assert session.deltas
 
 
 _QUIET = {"llm_streaming": False}
@@ -281,6 +306,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         approval_expiry,
         _QUIET
         | {"approval": {"rules": [{"pattern": "write_file", "requires_approval": True, "timeout_seconds": 300}]}},
+        moves_clock=True,
     ),
     Scenario("llm_failure_then_recovery", llm_failure_then_recovery, _QUIET),
     Scenario("plan_approved", plan_approved, _QUIET),
@@ -289,6 +315,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("projected_approval", approve_tool_result, database=True),
     Scenario("archived_transcript", archived_transcript, _QUIET | {"continue_as_new_after_turns": 1}, database=True),
     Scenario("remembered_decisions", remembered_decisions, _QUIET | {"approval": {"rules": readme_approval_rules()}}),
+    # Recorded with `lean-turns` (the ones above predate it and replay its old path).
+    Scenario("gateway_turns", gateway_turns, database=True),
+    Scenario(
+        "archived_transcript_lean",
+        archived_transcript,
+        _QUIET | {"continue_as_new_after_turns": 1},
+        database=True,
+    ),
+    Scenario(
+        "remembered_decisions_lean",
+        remembered_decisions,
+        _QUIET | {"approval": {"rules": readme_approval_rules()}},
+    ),
 )
 
 
@@ -321,7 +360,14 @@ async def scenario_runtime(
             config=settings.conversation_config(),
             content=content,
         )
-        yield Session(conversations, llm, id=scenario.session_id + suffix)
+        session = Session(conversations, llm, id=scenario.session_id + suffix)
+        try:
+            yield session
+        finally:
+            # Nothing of the recording outlives it: a projection write left for a worker and a database that are
+            # about to stop would stay pending, and the shared time-skipping server does not skip time past it.
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(workflow_id_for(session.id)).terminate("recorded")
 
 
 async def fetch_chain(client: Client, workflow_id: str) -> list[WorkflowHistory]:

@@ -6,8 +6,12 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from temporalio.api.testservice.v1 import SleepRequest
+from temporalio.testing import WorkflowEnvironment
 
 from client.conversation_client import ConversationClient
 from devstack.fake_llm import FakeLlmServer, FakeReply
@@ -57,6 +61,17 @@ def readme_approval_rules() -> list[dict[str, Any]]:
     assert match is not None, "the README's approval rules have no example"
     rules: list[dict[str, Any]] = json.loads(match.group(1))
     return rules
+
+
+async def skip_time(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """Move the time-skipping test server's clock on by `duration` (`env.sleep`, with a deadline of our own).
+
+    The server skips only once the workers are idle; on a loaded machine that took longer than the RPC's default
+    deadline, and `env.sleep` failed with "Timeout expired" although nothing was wrong.
+    """
+    request = SleepRequest()
+    request.duration.FromTimedelta(duration)
+    await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=timedelta(minutes=2))
 
 
 def tool_messages_for(messages: list[ChatMessage], call_id: str) -> list[ChatMessage]:

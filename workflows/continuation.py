@@ -57,6 +57,7 @@ async def archive_older_turns(session: Session) -> tuple[list[ChatMessage], int]
     archived, kept = session.history.split_for_archive(HISTORY_SIZE_KEPT)
     if not archived:
         return kept, session.history.first_seq
+    session.pauses.pause()
     try:
         session.transcript = await workflow.execute_activity(
             ARCHIVE_TRANSCRIPT_ACTIVITY,

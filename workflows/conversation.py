@@ -73,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         SwitchAgent,
         ToolResult,
         TranscriptView,
+        TurnInput,
         UserMessage,
     )
     from workflows.plan_runner import PlanRunner
@@ -86,6 +87,9 @@ CANCELLABLE_TURNS_PATCH = "cancellable-turns"
 # Sessions started before the transcript was archived at continue-as-new carry their whole history (and replay so).
 TRANSCRIPT_ARCHIVE_PATCH = "transcript-archive"
 CONTINUE_ON_INPUT_PATCH = "continue-as-new-on-input"
+# Fewer workflow tasks, activities and history events per turn, and inputs answered with the events they caused
+# (Session.lean says what changes); runs started before replay as they ran.
+LEAN_TURNS_PATCH = "lean-turns"
 
 # The newest message ids remembered for deduplication (older repeats would run again: days of conversation back).
 MESSAGE_IDS_KEPT = 1000
@@ -108,7 +112,13 @@ class ConversationWorkflow:
         self._cancel_request: CancelTurn | None = None
         self._turns = 0
         llm = LlmCalls(
-            session.id, session.config, session.counters, session.metrics, session.projection, session.traces
+            session.id,
+            session.config,
+            session.counters,
+            session.metrics,
+            session.projection,
+            session.traces,
+            session.pauses,
         )
         self._plans = PlanRunner(session)
         self._turn = TurnRunner(session, llm, ToolWaits(session), RuntimeTools(session), self._plans)
@@ -116,7 +126,8 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
         session = self._session
-        if session.projection.start(input.config.projection_enabled):
+        session.lean = session.emitter.at_rest_only = workflow.patched(LEAN_TURNS_PATCH)
+        if session.projection.start(input.config.projection_enabled, at_wait_points=session.lean):
             session.history.listener = session.projection.message
             if input.carried is None:
                 session.project_session()
@@ -129,9 +140,9 @@ class ConversationWorkflow:
         continues_on_input = workflow.patched(CONTINUE_ON_INPUT_PATCH)
         while True:
             if continues_on_input:
-                await workflow.wait_condition(lambda: bool(session.inbox))
+                await session.wait_for_input(lambda: bool(session.inbox))
             else:
-                await workflow.wait_condition(lambda: bool(session.inbox) or self._should_continue_as_new())
+                await session.wait_for_input(lambda: bool(session.inbox) or self._should_continue_as_new())
             if self._should_continue_as_new():
                 await self._continue_as_new()
             item = session.inbox.popleft()
@@ -209,8 +220,8 @@ class ConversationWorkflow:
         self._record_quietly(self._check_user_message, self._accept_user_message, clip_user_message(message))
 
     @workflow.update(name=USER_MESSAGE_UPDATE)
-    def submit_user_message(self, message: UserMessage) -> InputReceipt:
-        return self._accept_user_message(message)
+    async def submit_user_message(self, message: UserMessage) -> InputReceipt:
+        return await self._answer(self._accept_user_message, message)
 
     @submit_user_message.validator
     def _validate_user_message(self, message: UserMessage) -> None:
@@ -223,9 +234,9 @@ class ConversationWorkflow:
         self._record_quietly(ledger.check_tool_result, ledger.accept_tool_result, clip_tool_result(result))
 
     @workflow.update(name=TOOL_RESULT_UPDATE)
-    def submit_tool_result(self, result: ToolResult) -> InputReceipt:
+    async def submit_tool_result(self, result: ToolResult) -> InputReceipt:
         self._session.traces.decision_arrived(result.call_id)
-        return self._session.ledger.accept_tool_result(result)
+        return await self._answer(self._session.ledger.accept_tool_result, result)
 
     @submit_tool_result.validator
     def _validate_tool_result(self, result: ToolResult) -> None:
@@ -237,9 +248,9 @@ class ConversationWorkflow:
         self._record_quietly(self._check_decision, self._session.ledger.accept_decision, decision)
 
     @workflow.update(name=HITL_DECISION_UPDATE)
-    def submit_hitl_decision(self, decision: HitlDecision) -> InputReceipt:
+    async def submit_hitl_decision(self, decision: HitlDecision) -> InputReceipt:
         self._session.traces.decision_arrived(decision.call_id)
-        return self._session.ledger.accept_decision(decision)
+        return await self._answer(self._session.ledger.accept_decision, decision)
 
     @submit_hitl_decision.validator
     def _validate_hitl_decision(self, decision: HitlDecision) -> None:
@@ -262,8 +273,8 @@ class ConversationWorkflow:
         self._record_quietly(self._check_switch, self._accept_switch, request)
 
     @workflow.update(name=SWITCH_AGENT_UPDATE)
-    def submit_switch_agent(self, request: SwitchAgent) -> InputReceipt:
-        return self._accept_switch(request)
+    async def submit_switch_agent(self, request: SwitchAgent) -> InputReceipt:
+        return await self._answer(self._accept_switch, request)
 
     @submit_switch_agent.validator
     def _validate_switch_agent(self, request: SwitchAgent) -> None:
@@ -276,9 +287,9 @@ class ConversationWorkflow:
         self._record_quietly(ledger.check_plan_decision, ledger.accept_plan_decision, decision)
 
     @workflow.update(name=PLAN_DECISION_UPDATE)
-    def submit_plan_decision(self, decision: PlanDecision) -> InputReceipt:
+    async def submit_plan_decision(self, decision: PlanDecision) -> InputReceipt:
         self._session.traces.decision_arrived(decision.approval_request_id)
-        return self._session.ledger.accept_plan_decision(decision)
+        return await self._answer(self._session.ledger.accept_plan_decision, decision)
 
     @submit_plan_decision.validator
     def _validate_plan_decision(self, decision: PlanDecision) -> None:
@@ -289,8 +300,8 @@ class ConversationWorkflow:
         self._accept_cancel(request)
 
     @workflow.update(name=CANCEL_TURN_UPDATE)
-    def submit_cancel_turn(self, request: CancelTurn) -> InputReceipt:
-        return self._accept_cancel(request)
+    async def submit_cancel_turn(self, request: CancelTurn) -> InputReceipt:
+        return await self._answer(self._accept_cancel, request)
 
     # --- queries ---
 
@@ -335,6 +346,23 @@ class ConversationWorkflow:
 
     # --- checking and recording inputs (no await: handlers never interleave with the turn) ---
 
+    async def _answer(self, accept: Callable[[P], InputReceipt], payload: P) -> InputReceipt:
+        """Accept an input for its update: the receipt says where in the stream the input's events start, and (in
+        runs with `lean-turns`) carries the events published until the conversation it woke pauses again, in the
+        same workflow task, or, when the input asks, until its first events (workflows/pauses.py). An input that woke
+        nothing is answered at once."""
+        session = self._session
+        offset = session.emitter.offset()
+        receipt = self._accept(accept, payload).model_copy(update={"offset": offset})
+        pauses = session.pauses
+        if not session.lean or not receipt.accepted or receipt.duplicate or receipt.queued or not pauses.woken():
+            return receipt
+        through = isinstance(payload, TurnInput) and payload.wait_for_events
+        await workflow.wait_condition(
+            pauses.answerable(lambda: session.emitter.offset() > offset, through_activities=through)
+        )
+        return receipt.model_copy(update={"events": session.emitter.since(offset)})
+
     def _record_quietly(self, check: Callable[[P], None], accept: Callable[[P], InputReceipt], payload: P) -> None:
         """Signals cannot answer, so an input the update validator would reject is logged and dropped."""
         try:
@@ -342,7 +370,13 @@ class ConversationWorkflow:
         except ApplicationError as err:
             workflow.logger.warning("Dropped %s: %s", type(payload).__name__, err)
             return
-        accept(payload)
+        self._accept(accept, payload)
+
+    def _accept(self, accept: Callable[[P], InputReceipt], payload: P) -> InputReceipt:
+        """Record an input (signal or update); one that continues a turn also says whether tokens go out live."""
+        if isinstance(payload, TurnInput):
+            self._session.live_tokens = payload.live_tokens
+        return accept(payload)
 
     def _check_user_message(self, message: UserMessage) -> None:
         if is_blank(message.content) and message.agent_type is None:
@@ -456,7 +490,7 @@ class ConversationWorkflow:
         """Inside a plan, the answer to a follow-up question: the next user message (explicit switches apply)."""
         inbox = self._session.inbox
         while True:
-            await workflow.wait_condition(lambda: bool(inbox))
+            await self._session.wait_for_input(lambda: bool(inbox))
             item = inbox.popleft()
             if isinstance(item, SwitchAgent):
                 self._on_switch_request(item)
@@ -492,6 +526,7 @@ class ConversationWorkflow:
         carried state is built only after every handler has finished, so an input accepted meanwhile travels too.
         """
         session = self._session
+        session.pauses.handing_over = True
         await session.projection.quiesce()
         history = session.history.messages, session.history.first_seq
         if self._archives_transcript:

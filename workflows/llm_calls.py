@@ -31,6 +31,7 @@ from workflows.model import (
     SessionCounters,
     TranscriptArchive,
 )
+from workflows.pauses import Pauses
 from workflows.projection import Projection
 from workflows.records import (
     LlmRequestRecord,
@@ -58,6 +59,7 @@ class LlmCalls:
         metrics: SessionMetrics,
         projection: Projection,
         traces: SessionTraces,
+        pauses: Pauses,
     ) -> None:
         self._session_id = session_id
         self._config = config
@@ -65,12 +67,20 @@ class LlmCalls:
         self._metrics = metrics
         self._projection = projection
         self._traces = traces
+        self._pauses = pauses
 
     async def complete(
-        self, agent: Agent, history: list[ChatMessage], transcript: TranscriptArchive | None, context_tokens: int
+        self,
+        agent: Agent,
+        history: list[ChatMessage],
+        transcript: TranscriptArchive | None,
+        context_tokens: int,
+        *,
+        live_tokens: bool = False,
     ) -> LlmReply:
         """One agent step over the paired history (this run's messages, plus the archived transcript the activity
-        reads as far back as the window allows), with the agent's prompt and tools (streamed if enabled)."""
+        reads as far back as the window allows), with the agent's prompt and tools; streamed, its tokens published
+        as they come, when the session streams and a client asked for `live_tokens`."""
         request = LlmRequest(
             session_id=self._session_id,
             agent=agent.type,
@@ -80,7 +90,7 @@ class LlmCalls:
             context_tokens=context_tokens,
             tools=agent.tool_specs(),
             timeout_seconds=self._config.llm_timeout_seconds,
-            stream=self._config.llm_streaming,
+            stream=self._config.llm_streaming and live_tokens,
             request_id=str(workflow.uuid4()),
         )
         return await self._call(request, self._config.llm_max_attempts, f"{agent.type.value}: {request.model}")
@@ -116,6 +126,7 @@ class LlmCalls:
             ok=False,
             created_at=workflow.now(),
         )
+        self._pauses.pause()
         with self._traces.llm_call(request) as span:
             try:
                 reply = await workflow.execute_activity(

@@ -23,6 +23,8 @@ from temporalio.common import SearchAttributeKey
 DEFAULT_TASK_QUEUE = "agent-runtime"
 WORKFLOW_ID_PREFIX = "session-"
 EVENTS_TOPIC = "events"
+# The workflow stream's offset query (temporalio.contrib.workflow_streams: WorkflowStreamClient.get_offset).
+STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 
 # Signals (the design card) and the updates that give callers an answer; one code path behind each pair.
 USER_MESSAGE_SIGNAL = "user_message"
@@ -177,7 +179,29 @@ class ChatMessage(ContractModel):
 # --- Inputs (signals and updates) ---
 
 
-class UserMessage(ContractModel):
+class TurnInput(ContractModel):
+    """An input that starts or continues an agent turn."""
+
+    live_tokens: bool = Field(
+        default=False,
+        description=(
+            "Publish the answers' token deltas (`assistant_delta`) while the model writes them, from now until an "
+            "input says otherwise (with `llm_streaming`). Off, the model's answer is fetched whole: no delta costs "
+            "a workflow task that nobody reads."
+        ),
+    )
+    wait_for_events: bool = Field(
+        default=False,
+        description=(
+            "Answer the update once the input's first events are published (or the session waits for the next "
+            "input), however long the model takes, instead of at the session's first pause: the events come with "
+            "the receipt and a plain turn needs no poll of the stream. The HTTP API sets it unless live tokens are "
+            "wanted (those go out on the stream as they come)."
+        ),
+    )
+
+
+class UserMessage(TurnInput):
     """A user's chat message. `agent_type` asks for an explicit switch before the message is processed."""
 
     content: str | ContentRef = ""
@@ -192,7 +216,7 @@ class UserMessage(ContractModel):
     )
 
 
-class ToolResult(ContractModel):
+class ToolResult(TurnInput):
     """The IDE's answer to a tool call: `result` (any JSON) or `error` (text).
 
     `content` is the answer already rendered as the tool message's text and stored by reference; the client sets it
@@ -253,7 +277,7 @@ class RememberDecision(ContractModel):
         return self
 
 
-class HitlDecision(ContractModel):
+class HitlDecision(TurnInput):
     """A human's decision on a tool call that waits for approval.
 
     `remember` makes an approval hold for later calls too (scope `session` or `project`); only `approve` can be
@@ -282,7 +306,7 @@ class PlanDecisionKind(StrEnum):
     MODIFY = "modify"
 
 
-class PlanDecision(ContractModel):
+class PlanDecision(TurnInput):
     """A human's decision on a proposed plan; `modify` sends the feedback back to the architect."""
 
     approval_request_id: str = Field(min_length=1)
@@ -305,12 +329,23 @@ class SwitchAgent(ContractModel):
 
 
 class InputReceipt(ContractModel):
-    """What an update caller learns: the input was recorded (and whether it only repeated an earlier one)."""
+    """What an update caller learns: the input was recorded (and whether it only repeated an earlier one), where in
+    the session's stream its events start, and the events it caused before the session next waited.
+
+    A caller relays `events` and, unless one of them is final, follows the stream from the offset after the last
+    one (from `offset` when there are none): it needs no separate read of the stream's offset, and an approval's
+    re-emitted `tool_call` arrives with the answer to the decision itself.
+    """
 
     accepted: bool = True
     duplicate: bool = False
     queued: bool = False
     detail: str = ""
+    offset: int | None = None
+    """The stream offset of the first event this input caused (None from a worker older than this field)."""
+    events: list[EmittedChunk] = Field(default_factory=list)
+    """The events from `offset` on, without a gap, that were published before the session next waited (up to a
+    bounded size): often the whole answer to the input, up to its final chunk."""
 
 
 # --- Approvals and outstanding tool calls ---
@@ -425,6 +460,13 @@ class StreamChunk(ContractModel):
     approval_request_id: str | None = None
     plan_id: str | None = None
     plan_summary: dict[str, Any] | None = None
+
+
+class EmittedChunk(ContractModel):
+    """A chunk and its offset in the session's stream (follow the stream from `offset + 1`)."""
+
+    offset: int
+    chunk: StreamChunk
 
 
 # --- Plans (workflows/plans.py) ---
@@ -593,7 +635,10 @@ class ConversationConfig(ContractModel):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)
-    llm_streaming: bool = Field(default=True, description="Stream agent answers token by token to clients.")
+    llm_streaming: bool = Field(
+        default=True,
+        description="Stream agent answers token by token to clients that ask for it (`live_tokens` on their input).",
+    )
     search_attributes: bool = Field(
         default=False, description="Keep the custom search attributes current (only once they are registered)."
     )

@@ -30,7 +30,6 @@ from workflows.plans import PlanError, block_dependants, next_subtask, parse_pla
 from workflows.policy import evaluate
 from workflows.session import Session
 from workflows.turn import TurnEnd
-from workflows.waits import durable_wait
 
 _SUBTASK_FAILURES = {
     TurnEnd.FAILED: "the LLM call failed",
@@ -93,7 +92,7 @@ class PlanRunner:
         )
         request_id = plan.approval_request_id
         decisions = session.ledger.plan_decisions
-        arrived = await durable_wait(lambda: request_id in decisions, timeout_seconds)
+        arrived = await session.wait_for_input(lambda: request_id in decisions, timeout_seconds)
         decision = decisions.pop(request_id, None)
         if not arrived or decision is None:
             session.settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")

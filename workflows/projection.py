@@ -23,6 +23,11 @@ Runs that start with the `projection-bounded-outbox` patch (older runs keep the 
   `DATABASE_WAIT` in the history instead of a failed attempt per retry. If even that write fails, the flusher
   pauses on a short timer (`DOWN_PAUSE_INITIAL`, growing to `DOWN_PAUSE_MAX` only while writes fail quickly) and
   sends another;
+- with `at_wait_points` (runs started with the `lean-turns` patch), records are written when the conversation
+  reaches a wait point (`flush()`: it waits for an input, or announces a call) or once `MAX_BATCH_RECORDS` are
+  queued, not as each is added: one write per turn instead of one per step, each a workflow task and three history
+  events; a reader of PostgreSQL sees a turn once the conversation waits, and the workflow's queries always see
+  it at once;
 - `quiesce()` stops the flusher before continue-as-new: no new write starts, the one in flight is cancelled (it
   heartbeats, so it stops within seconds; if it completed first, its result counts) and awaited, so no activity
   result can arrive while the workflow continues as new (that failed the task with UNHANDLED_COMMAND). Records
@@ -144,18 +149,22 @@ class Projection:
         self._write_handle: workflow.ActivityHandle[Any] | None = None
         self._write_waits = False  # the write in flight waits for a database that is down
         self._quiescing = False
+        self._at_wait_points = False
+        self._flush_owed = 0  # how many records at the head a wait point asked to have written
         self._unreported_drops = 0
         self.dropped = 0
         """Records dropped in this run because the backlog was full."""
         self.quarantined = 0
         """Records PostgreSQL refused in this run (kept in its quarantine table by the activity, never retried)."""
 
-    def start(self, wanted: bool) -> bool:
-        """Turn the projection on for this run if the session wants it; call once, from the workflow's run."""
+    def start(self, wanted: bool, *, at_wait_points: bool = False) -> bool:
+        """Turn the projection on for this run if the session wants it; call once, from the workflow's run.
+        `at_wait_points`: write at wait points only (see the module docstring)."""
         self.enabled = wanted and workflow.patched(PROJECTION_PATCH)
         if self.enabled:
             self._regular_activity = workflow.patched(REGULAR_ACTIVITY_PATCH)
             self._bounded = self._regular_activity and workflow.patched(BOUNDED_OUTBOX_PATCH)
+            self._at_wait_points = self._bounded and at_wait_points
             if self._bounded:
                 self._bound_backlog()  # a backlog carried from a run that had no bound
                 flusher = self._flush_bounded()
@@ -175,12 +184,17 @@ class Projection:
             if self._bounded:
                 self._bound_backlog()
 
+    def flush(self) -> None:
+        """The conversation reaches a wait point: write what is queued (runs that write only then)."""
+        self._flush_owed = len(self._records)
+
     async def drained(self) -> None:
         """Wait until everything queued is written, unless the database is known to be down (then don't wait), or,
         on the regular-activity path, for at most `EMIT_WAIT`: a slow database delays a wait point that long, never
         more (the workflow's own history already holds the call durably; the projection catches up)."""
         if not self.enabled:
             return
+        self.flush()
         if not self._regular_activity:
             await workflow.wait_condition(lambda: not self._records or self._down)
             return
@@ -316,6 +330,12 @@ class Projection:
         )
         self._unreported_drops = 0
 
+    def _due(self) -> bool:
+        """Whether the flusher writes now: at once, or (`at_wait_points`) when asked or when a batch is full."""
+        if not self._records:
+            return False
+        return not self._at_wait_points or self._flush_owed > 0 or len(self._records) >= MAX_BATCH_RECORDS
+
     def _batch_size(self) -> int:
         """How many records from the head go in the next write: up to `MAX_BATCH_RECORDS` and about
         `MAX_BATCH_BYTES`, at least one."""
@@ -366,7 +386,7 @@ class Projection:
     async def _flush_bounded(self) -> None:
         quick_failures = 0
         while True:
-            await workflow.wait_condition(lambda: bool(self._records) or self._quiescing)
+            await workflow.wait_condition(lambda: self._due() or self._quiescing)
             if self._quiescing:
                 return
             self._in_flight = self._batch_size()
@@ -394,9 +414,11 @@ class Projection:
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(lambda: self._quiescing, timeout=pause)
                 continue
-            del self._records[: self._in_flight]
+            written = self._in_flight
+            del self._records[:written]
             self._in_flight = 0
             self._down = False
+            self._flush_owed = max(0, self._flush_owed - written)
             quick_failures = 0
             if self._unreported_drops:
                 self._report_drops()

@@ -9,6 +9,7 @@ agent changes only through `switch_to`, and a `tool_call` is announced only afte
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ from workflows.model import (
     TranscriptArchive,
     UserMessage,
 )
+from workflows.pauses import Pauses
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 from workflows.projection import Projection
 from workflows.records import SessionRecord
@@ -88,6 +90,14 @@ class Session:
         # When the answer whose tool calls are being run arrived (the projection's `requested_at` of those calls).
         self.answer_started_at = workflow.now()
         self.metrics = SessionMetrics()
+        self.pauses = Pauses()
+        self.lean = False
+        """Runs started with the `lean-turns` patch (workflows/conversation.py): the projection is written at wait
+        points, a call approved after it was announced is re-announced without waiting for the projection, search
+        attributes change only when the session waits, and input updates answer with the events they caused."""
+        self._announced: set[str] = set()
+        self.live_tokens = False
+        """Publish token deltas of the answers (the newest input that continues a turn asked for them)."""
         self.emitter = Emitter(
             self.id, stream, self.projection, search_attributes=config.search_attributes, view=self.view
         )
@@ -305,7 +315,11 @@ class Session:
             agent=self.agent,
             requested_at=self.answer_started_at,
         )
-        await self.persist_before_wait_point()
+        # A call re-announced once approved is in the projection since its first announcement; the decision and
+        # any edited arguments follow with the next write.
+        if not (self.lean and call_id in self._announced):
+            await self.persist_before_wait_point()
+        self._announced.add(call_id)
         self.emit(
             ChunkType.TOOL_CALL,
             call_id=call_id,
@@ -320,7 +334,25 @@ class Session:
     async def persist_before_wait_point(self) -> None:
         """Drain the projection before a wait point is announced, unless the database is known to be down."""
         self.project_session()
+        self.pauses.pause()
         await self.projection.drained()
+
+    async def wait_for_input(self, ready: Callable[[], bool], timeout_seconds: float | None = None) -> bool:
+        """Wait until an input makes `ready` hold: True when it does, False when the timer (if any) ran out first.
+
+        Every wait for the outside world (the next message, a human decision, the IDE's result) goes through here:
+        it is a wait point, so the projection is written, and a pause (workflows/pauses.py).
+        """
+        if not ready():
+            self.projection.flush()
+            self.pauses.waiting_for_input(ready)
+        try:
+            await workflow.wait_condition(ready, timeout=timeout_seconds)
+        except TimeoutError:
+            return ready()
+        finally:
+            self.pauses.resumed()
+        return True
 
     def project_session(self) -> None:
         self.projection.add(

@@ -187,7 +187,11 @@ class TurnRunner:
         session = self._session
         try:
             reply = await self._llm.complete(
-                agent, session.history.for_llm(), session.transcript, session.context_tokens
+                agent,
+                session.history.for_llm(),
+                session.transcript,
+                session.context_tokens,
+                live_tokens=session.live_tokens,
             )
         except ActivityError as err:
             session.context_tokens = learned_window(err) or session.context_tokens

@@ -16,7 +16,6 @@ Runs whose history evaluated a tool call before this existed keep the first-matc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -49,15 +48,6 @@ from workflows.session import Session
 SAFE_APPROVALS_PATCH = "safe-approvals"
 GRANTS_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 GRANTS_ACTIVITY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200))
-
-
-async def durable_wait(ready: Callable[[], bool], timeout_seconds: float | None) -> bool:
-    """True when `ready` holds, False when the timer ran out first (None: no timer)."""
-    try:
-        await workflow.wait_condition(ready, timeout=timeout_seconds)
-    except TimeoutError:
-        return ready()
-    return True
 
 
 class ToolWaits:
@@ -124,6 +114,7 @@ class ToolWaits:
         grant = session.grants.match(call.name, call.arguments)
         if grant is not None or session.project is None:
             return grant
+        session.pauses.pause()
         try:
             found = await workflow.execute_activity(
                 PROJECT_GRANTS_ACTIVITY,
@@ -156,6 +147,7 @@ class ToolWaits:
         if grant.scope == "session":
             return session.grants.add(grant).grant_id
         session.project = session.project or grant.project
+        session.pauses.pause()
         try:
             kept = await workflow.execute_activity(
                 REMEMBER_PROJECT_GRANT_ACTIVITY,
@@ -206,7 +198,9 @@ class ToolWaits:
         await session.announce_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
         session.status = SessionStatus.AWAITING_APPROVAL
         ledger = session.ledger
-        arrived = await durable_wait(lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds)
+        arrived = await session.wait_for_input(
+            lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds
+        )
         decision = ledger.decisions.pop(call.id, None)
         if not arrived:
             session.settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")
@@ -253,7 +247,7 @@ class ToolWaits:
             lease_expires_at=workflow.now() + timedelta(seconds=lease),
         )
         session.status = SessionStatus.AWAITING_TOOL_RESULT
-        if not await durable_wait(lambda: call.id in session.ledger.results, lease):
+        if not await session.wait_for_input(lambda: call.id in session.ledger.results, lease):
             session.close_call(call, tool_messages.lease_expired(call.name, lease), outcome="lease_expired", emit=True)
             return
         result = session.ledger.results.pop(call.id)

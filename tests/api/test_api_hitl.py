@@ -173,6 +173,19 @@ async def test_message_while_a_call_waits_is_queued(api: Api) -> None:
     assert [m.content for m in history if m.role == "user"] == ["create main.py", "also add a README"]
 
 
+async def test_the_stream_says_at_once_that_the_input_was_delivered(api: Api) -> None:
+    """Once the session has the input, a comment line says so; the approval's re-emitted call follows, straight from
+    the update's answer, with its stream offset as the event id."""
+    session_id = await _park_write(api, "call_dl1")
+    approve = {"type": "hitl_decision", "call_id": "call_dl1", "decision": "approve"}
+    body = {"session_id": session_id, "message": approve}
+    async with api.http.stream("POST", "/agent/message/stream", json=body) as response:
+        lines = [line async for line in response.aiter_lines()]
+    assert lines[:2] == [": delivered", ""]
+    assert lines[2] == "id: 2" and json.loads(lines[3].removeprefix("data: "))["type"] == "tool_call"
+    assert [e.id for e in await api.resume(session_id, from_offset=2)] == [2]  # the same event, on the stream
+
+
 async def test_resume_sends_what_was_missed_and_nothing_twice(api: Api) -> None:
     session_id = await _park_write(api, "call_rs1", text("Not writing it."))
     parked = await api.resume(session_id, from_offset=0)

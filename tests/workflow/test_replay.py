@@ -22,6 +22,7 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
 from devstack.fake_llm import FakeLlmServer
+from devstack.temporal import start_time_skipping_server
 from tests.record_histories import HISTORY_DIR, SCENARIOS, Scenario, record_scenario, recorded_files
 from workflows.conversation import ConversationWorkflow
 from workflows.model import CONVERSATION_WORKFLOW
@@ -132,7 +133,14 @@ async def test_a_fresh_history_replays(
     scenario: Scenario, temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer
 ) -> None:
     """Each scenario played now, on the current code, replays cleanly (and the changed code fails on it)."""
-    histories = await record_scenario(temporal_env, fake_llm, scenario, unique=True)
+    if scenario.moves_clock:
+        env = await start_time_skipping_server()  # see the `clock_env` fixture
+        try:
+            histories = await record_scenario(env, fake_llm, scenario, unique=True)
+        finally:
+            await env.shutdown()
+    else:
+        histories = await record_scenario(temporal_env, fake_llm, scenario, unique=True)
     assert [r.replay_failure for r in await _replay(histories, ConversationWorkflow)] == [None] * len(histories)
     first_run = await _replay(histories[:1], TimerFirstWorkflow)
     assert isinstance(first_run[0].replay_failure, NondeterminismError)

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from client.conversation_client import ApprovalAlreadyResolvedError, UnknownCallIdError
 from devstack.fake_llm import FakeLlmServer
 from tests.conftest import RuntimeFactory
-from tests.support import Session, call, classify, final, text, tool_messages_for, types
+from tests.support import Session, call, classify, final, skip_time, text, tool_messages_for, types
 from workflows.model import (
     ApprovalPolicy,
     ApprovalRule,
@@ -52,6 +52,38 @@ async def test_approve_path(session: Session) -> None:
     [approval] = await session.client.approvals(session.id)
     assert (approval.status, approval.decision, approval.decided_by) == ("approved", "approve", "hitl_decision")
     assert await session.client.pending_approvals(session.id) == []
+
+
+async def test_inputs_are_answered_with_the_events_they_caused(session: Session) -> None:
+    """The update that delivers an input says where its events start on the stream and carries those published
+    before the session paused: an approval's re-emitted call, a rejection's tool result; none for a message whose
+    answer needs the LLM (that follows on the stream), and nothing waits when an input wakes nothing."""
+    await _park_write(session)
+    approved = await session.decide("call_w1", "approve")
+    assert approved.offset == session.offset
+    [emitted] = approved.events
+    assert (emitted.offset, emitted.chunk.type, emitted.chunk.requires_approval) == (
+        session.offset,
+        ChunkType.TOOL_CALL,
+        False,
+    )
+    assert emitted.chunk.is_final and emitted.chunk.arguments == {"path": "main.py", "content": "print(1)"}
+    assert await session.events() == [emitted.chunk]  # the very event the stream holds, at that offset
+
+    session.script(text("Written."), call("write_file", "call_w2", path="b.py", content=""), text("Not written."))
+    answered = await session.result("call_w1", "ok")
+    assert (answered.offset, answered.events) == (session.offset, [])  # the LLM is called: its answer is streamed
+    assert types(await session.events()) == ["assistant_message"]
+
+    await session.say("and b.py")  # parks on the next approval
+    rejected = await session.decide("call_w2", "reject", feedback="not now")
+    assert [e.chunk.type for e in rejected.events] == [ChunkType.TOOL_RESULT]
+    assert [e.offset for e in rejected.events] == [session.offset]
+    assert types(await session.events()) == ["tool_result", "assistant_message"]
+
+    # A result for a call nobody waits for any more is acknowledged at once, with nothing to relay.
+    late = await session.result("call_w2", "too late")
+    assert late.duplicate and late.events == []
 
 
 async def test_edit_path(session: Session) -> None:
@@ -191,17 +223,17 @@ async def test_tool_failure_after_approval_is_not_a_rejection(session: Session) 
 
 
 async def test_approval_expiry(
-    runtime_with: RuntimeFactory, fake_llm: FakeLlmServer, temporal_env: WorkflowEnvironment
+    clock_runtime_with: RuntimeFactory, fake_llm: FakeLlmServer, clock_env: WorkflowEnvironment
 ) -> None:
     """Scenario 24: an undecided approval expires on a durable timer; the LLM learns it and continues."""
     policy = ApprovalPolicy(rules=[ApprovalRule(pattern="write_file", requires_approval=True, timeout_seconds=300)])
-    async with runtime_with(approval={"rules": policy.rules}) as client:
+    async with clock_runtime_with(approval={"rules": policy.rules}) as client:
         session = Session(client, fake_llm)
         await _park_write(session)
         [pending] = await client.pending_approvals(session.id)
         assert pending.expires_at is not None and pending.expires_at - pending.created_at == timedelta(seconds=300)
         session.script(text("The approval expired, so I did not write the file."))
-        await temporal_env.sleep(timedelta(seconds=301))
+        await skip_time(clock_env, timedelta(seconds=301))
         chunks = await session.events()
         assert types(chunks) == ["tool_result", "assistant_message"]
         assert "approval expired" in (chunks[0].content or "")
@@ -215,16 +247,16 @@ async def test_approval_expiry(
 
 
 async def test_ide_lease_expiry_closes_the_call(
-    runtime_with: RuntimeFactory, fake_llm: FakeLlmServer, temporal_env: WorkflowEnvironment
+    clock_runtime_with: RuntimeFactory, fake_llm: FakeLlmServer, clock_env: WorkflowEnvironment
 ) -> None:
     """An IDE that never answers does not block the session forever: the lease closes the call."""
-    async with runtime_with(tool_lease_seconds=120) as client:
+    async with clock_runtime_with(tool_lease_seconds=120) as client:
         session = Session(client, fake_llm)
         session.script(classify("ask"), call("read_file", "call_r1", path="main.py"))
         final(await session.say("explain main.py"))
         assert (await client.state(session.id)).outstanding_calls[0].lease_expires_at is not None
         session.script(text("I could not read the file."))
-        await temporal_env.sleep(timedelta(seconds=121))
+        await skip_time(clock_env, timedelta(seconds=121))
         assert final(await session.events()).content == "I could not read the file."
         history = await session.history()
         assert "returned no result" in (tool_messages_for(history, "call_r1")[0].content or "")

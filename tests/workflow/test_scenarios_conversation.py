@@ -332,7 +332,7 @@ async def test_tokens_stream_live_before_the_stored_answer(session: Session) -> 
     """Agent answers stream as `assistant_delta` events tagged with the attempt; the full text follows once stored."""
     answer_text = "Python is a programming language that reads like prose."
     session.script(classify("ask"), FakeReply(status=503, error_message="busy"), text(answer_text))
-    await session.client.send_user_message(session.id, UserMessage(content="what is python?"))
+    await session.client.send_user_message(session.id, UserMessage(content="what is python?", live_tokens=True))
     events = await session.client.until_wait_point(session.id, 0)
     kinds = [e.chunk.type for e in events]
     deltas = [e.chunk for e in events if e.chunk.type is ChunkType.ASSISTANT_DELTA]
@@ -353,15 +353,29 @@ async def test_streamed_tool_calls_arrive_whole(session: Session) -> None:
         classify("coder"),
         call("write_file", "call_w1", preface="Writing it now.", path="src/app.py", content="print('hi')\n"),
     )
-    chunks = await session.say("create src/app.py")
+    chunks = await session.say("create src/app.py", live_tokens=True)
     tool_call = final(chunks)
     assert (tool_call.call_id, tool_call.arguments) == ("call_w1", {"path": "src/app.py", "content": "print('hi')\n"})
     assert "".join(d.token or "" for d in session.deltas) == "Writing it now."
 
 
+async def test_tokens_go_out_only_to_clients_that_ask(session: Session) -> None:
+    """Without `live_tokens` the answer is fetched whole: no deltas (each one a workflow task nobody reads); an
+    input that asks turns them on for the turns that follow, one that does not turns them off again."""
+    session.script(classify("ask"), text("Whole."), text("Token by token."), text("Whole again."))
+    assert types(await session.say("first")) == ["agent_switched", "assistant_message"]
+    assert types(await session.say("second", live_tokens=True)) == ["assistant_message"]
+    assert "".join(d.token or "" for d in session.deltas) == "Token by token."
+    deltas = len(session.deltas)
+    assert types(await session.say("third")) == ["assistant_message"]
+    assert len(session.deltas) == deltas
+    agent_requests = session.llm_requests()[1:]
+    assert [r.get("stream", False) for r in agent_requests] == [False, True, False]
+
+
 async def test_error_text_is_never_streamed_as_tokens(session: Session) -> None:
     """B2 in streaming mode: an "[Error] ..." answer produces no token events, only an error."""
     session.script(classify("ask"), *[FakeReply(error_text="LiteLLM proxy unavailable") for _ in range(2)])
-    error = final(await session.say("hello"))
+    error = final(await session.say("hello", live_tokens=True))
     assert error.type is ChunkType.ERROR
     assert session.deltas == []
