@@ -306,8 +306,8 @@ async def test_continue_as_new_carries_the_whole_session(runtime_with: RuntimeFa
         session = Session(client, fake_llm)
         session.script(classify("coder"), call("write_file", "call_w1", path="a.py", content="x"))
         final(await session.say("create a.py"))
+        session.script(text("Okay."))  # before the decision: the rejection goes straight on to the model
         await session.decide("call_w1", "reject", feedback="not now")
-        session.script(text("Okay."))
         assert final(await session.events()).content == "Okay."
         first_run = await client.handle(session.id).describe()
 
