@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         TurnInput,
         UserMessage,
     )
+    from workflows.patches import BASELINE, has_change
     from workflows.plan_runner import PlanRunner
     from workflows.runtime_tools import RuntimeTools
     from workflows.session import Session
@@ -88,8 +89,8 @@ CANCELLABLE_TURNS_PATCH = "cancellable-turns"
 TRANSCRIPT_ARCHIVE_PATCH = "transcript-archive"
 CONTINUE_ON_INPUT_PATCH = "continue-as-new-on-input"
 # Fewer workflow tasks, activities and history events per turn, and inputs answered with the events they caused
-# (Session.lean says what changes); runs started before replay as they ran.
-LEAN_TURNS_PATCH = "lean-turns"
+# (Session.lean says what changes); runs started before replay as they ran. It is the baseline (workflows/patches.py).
+LEAN_TURNS_PATCH = BASELINE
 
 # The newest message ids remembered for deduplication (older repeats would run again: days of conversation back).
 MESSAGE_IDS_KEPT = 1000
@@ -111,6 +112,9 @@ class ConversationWorkflow:
         self._seen_message_ids = RecentIds(carried.seen_message_ids, MESSAGE_IDS_KEPT)
         self._cancel_request: CancelTurn | None = None
         self._turns = 0
+        # Known here, before any handler runs: the first message of an update-with-start is handled before `run`.
+        session.lean = session.emitter.at_rest_only = workflow.patched(LEAN_TURNS_PATCH)
+        self._running = False
         llm = LlmCalls(
             session.id,
             session.config,
@@ -126,18 +130,18 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, input: ConversationInput) -> None:
         session = self._session
-        session.lean = session.emitter.at_rest_only = workflow.patched(LEAN_TURNS_PATCH)
-        if session.projection.start(input.config.projection_enabled, at_wait_points=session.lean):
+        self._running = True
+        if session.projection.start(input.config.projection_enabled, lean=session.lean):
             session.history.listener = session.projection.message
             if input.carried is None:
                 session.project_session()
         # Sessions started before turns could be cancelled replay the way they ran: awaited directly.
-        cancellable = workflow.patched(CANCELLABLE_TURNS_PATCH)
-        self._archives_transcript = workflow.patched(TRANSCRIPT_ARCHIVE_PATCH)
+        cancellable = has_change(CANCELLABLE_TURNS_PATCH, baseline=session.lean)
+        self._archives_transcript = has_change(TRANSCRIPT_ARCHIVE_PATCH, baseline=session.lean)
         # A run used to end as soon as a turn made it due, so the gateway's next message often reached a run that was
         # closing and was refused and retried (about a second at the client). It now ends when the next input
         # arrives: the run accepts it at once, then hands it over with the rest.
-        continues_on_input = workflow.patched(CONTINUE_ON_INPUT_PATCH)
+        continues_on_input = has_change(CONTINUE_ON_INPUT_PATCH, baseline=session.lean)
         while True:
             if continues_on_input:
                 await session.wait_for_input(lambda: bool(session.inbox))
@@ -350,12 +354,14 @@ class ConversationWorkflow:
         """Accept an input for its update: the receipt says where in the stream the input's events start, and (in
         runs with `lean-turns`) carries the events published until the conversation it woke pauses again, in the
         same workflow task, or, when the input asks, until its first events (workflows/pauses.py). An input that woke
-        nothing is answered at once."""
+        nothing is answered at once; the message that starts a session (update-with-start, handled before the run
+        begins) wakes the run that is about to begin."""
         session = self._session
         offset = session.emitter.offset()
         receipt = self._accept(accept, payload).model_copy(update={"offset": offset})
         pauses = session.pauses
-        if not session.lean or not receipt.accepted or receipt.duplicate or receipt.queued or not pauses.woken():
+        woke = pauses.woken() or not self._running
+        if not session.lean or not receipt.accepted or receipt.duplicate or receipt.queued or not woke:
             return receipt
         through = isinstance(payload, TurnInput) and payload.wait_for_events
         await workflow.wait_condition(

@@ -23,7 +23,7 @@ Runs that start with the `projection-bounded-outbox` patch (older runs keep the 
   `DATABASE_WAIT` in the history instead of a failed attempt per retry. If even that write fails, the flusher
   pauses on a short timer (`DOWN_PAUSE_INITIAL`, growing to `DOWN_PAUSE_MAX` only while writes fail quickly) and
   sends another;
-- with `at_wait_points` (runs started with the `lean-turns` patch), records are written when the conversation
+- in lean runs (started with the `lean-turns` patch), records are written when the conversation
   reaches a wait point (`flush()`: it waits for an input, or announces a call) or once `MAX_BATCH_RECORDS` are
   queued, not as each is added: one write per turn instead of one per step, each a workflow task and three history
   events; a reader of PostgreSQL sees a turn once the conversation waits, and the workflow's queries always see
@@ -58,6 +58,7 @@ from workflows.model import (
     StreamChunk,
     ToolCall,
 )
+from workflows.patches import has_change
 from workflows.records import (
     AgentSwitchRow,
     ApprovalRecord,
@@ -157,14 +158,15 @@ class Projection:
         self.quarantined = 0
         """Records PostgreSQL refused in this run (kept in its quarantine table by the activity, never retried)."""
 
-    def start(self, wanted: bool, *, at_wait_points: bool = False) -> bool:
+    def start(self, wanted: bool, *, lean: bool = False) -> bool:
         """Turn the projection on for this run if the session wants it; call once, from the workflow's run.
-        `at_wait_points`: write at wait points only (see the module docstring)."""
-        self.enabled = wanted and workflow.patched(PROJECTION_PATCH)
+        `lean`: the run has `lean-turns` (workflows/patches.py), so every earlier change and writes at wait points
+        only (see the module docstring)."""
+        self.enabled = wanted and has_change(PROJECTION_PATCH, baseline=lean)
         if self.enabled:
-            self._regular_activity = workflow.patched(REGULAR_ACTIVITY_PATCH)
-            self._bounded = self._regular_activity and workflow.patched(BOUNDED_OUTBOX_PATCH)
-            self._at_wait_points = self._bounded and at_wait_points
+            self._regular_activity = has_change(REGULAR_ACTIVITY_PATCH, baseline=lean)
+            self._bounded = self._regular_activity and has_change(BOUNDED_OUTBOX_PATCH, baseline=lean)
+            self._at_wait_points = self._bounded and lean
             if self._bounded:
                 self._bound_backlog()  # a backlog carried from a run that had no bound
                 flusher = self._flush_bounded()
@@ -331,7 +333,7 @@ class Projection:
         self._unreported_drops = 0
 
     def _due(self) -> bool:
-        """Whether the flusher writes now: at once, or (`at_wait_points`) when asked or when a batch is full."""
+        """Whether the flusher writes now: at once, or (lean runs) when asked or when a batch is full."""
         if not self._records:
             return False
         return not self._at_wait_points or self._flush_owed > 0 or len(self._records) >= MAX_BATCH_RECORDS

@@ -42,6 +42,7 @@ from workflows.model import (
     SessionStatus,
     ToolCall,
 )
+from workflows.patches import has_change
 from workflows.policy import describe_rule, evaluate, evaluate_first_match
 from workflows.session import Session
 
@@ -63,7 +64,7 @@ class ToolWaits:
         call yet switches at once, one whose history holds an evaluation keeps that reading until it continues as
         new (it must replay as it ran)."""
         if self._safe is None:
-            self._safe = workflow.patched(SAFE_APPROVALS_PATCH)
+            self._safe = has_change(SAFE_APPROVALS_PATCH, baseline=self._session.lean)
         return self._safe
 
     async def run_ide_tool(self, agent: Agent, call: ToolCall) -> None:
