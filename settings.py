@@ -36,6 +36,7 @@ from workflows.model import (
     ApprovalPolicy,
     ApprovalRule,
     ConversationConfig,
+    check_approval_timers,
 )
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 
@@ -108,18 +109,49 @@ class ApprovalSettings(BaseModel):
         enabled: With False no tool call waits for a human.
         timeout_seconds: Default expiry of an approval; None waits until someone decides. A rule's own
             `timeout_seconds` wins over it.
+        remind_after_seconds: Default time after which a pending approval is reminded of (a `status` event on the
+            session's stream, and the webhook); None: no reminder. A rule's own `remind_after_seconds` wins.
+        escalate_after_seconds: Default time after which a pending approval is escalated (the same, as an
+            escalation); None: no escalation. A rule's own `escalate_after_seconds` wins.
         rules: Rules (JSON list of `ApprovalRule`): deny rules (asking, with conditions) win, otherwise the first
             match wins (workflows/policy.py). The built-in `DEFAULT_APPROVAL_POLICY` rules follow them (all of the
             policy when None), so writes, directories and commands no rule approved still ask. A tool no rule
             matches needs no approval; end with a `{"pattern": "*", "requires_approval": true}` rule to make
             approval the default for every tool.
+        webhook_url: Where reminders and escalations are POSTed as JSON (`ApprovalNotice`; activities/webhook.py).
+            Kept by the worker, never in workflow history or logs (a chat webhook's path is its secret).
+        webhook_secret: Signs each notice: `X-Agent-Runtime-Signature: sha256=<HMAC-SHA256 of the body>`.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     timeout_seconds: float | None = Field(default=None, gt=0)
+    remind_after_seconds: float | None = Field(default=None, gt=0)
+    escalate_after_seconds: float | None = Field(default=None, gt=0)
     rules: list[ApprovalRule] | None = None
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        # Never echo the URL: its path or query may be the receiver's secret.
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError(
+                f"no credentials in the URL: sign notices with {ENV_PREFIX}APPROVAL__WEBHOOK_SECRET instead"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timers_in_order(self) -> ApprovalSettings:
+        check_approval_timers(self.remind_after_seconds, self.escalate_after_seconds, self.timeout_seconds)
+        return self
 
 
 class ApiSettings(BaseModel):
@@ -299,7 +331,12 @@ class Settings(BaseSettings):
             base = ApprovalPolicy(rules=[*self.approval.rules, *DEFAULT_APPROVAL_POLICY.rules])
         return ApprovalPolicy.model_validate(
             base.model_dump()
-            | {"enabled": self.approval.enabled, "default_timeout_seconds": self.approval.timeout_seconds}
+            | {
+                "enabled": self.approval.enabled,
+                "default_timeout_seconds": self.approval.timeout_seconds,
+                "default_remind_after_seconds": self.approval.remind_after_seconds,
+                "default_escalate_after_seconds": self.approval.escalate_after_seconds,
+            }
         )
 
     def conversation_config(self) -> ConversationConfig:
@@ -321,6 +358,7 @@ class Settings(BaseSettings):
             max_agent_switches=self.max_agent_switches,
             continue_as_new_after_turns=self.continue_as_new_after_turns,
             projection_enabled=self.database_url is not None,
+            approval_webhook=self.approval.webhook_url is not None,
         )
 
 

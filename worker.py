@@ -27,6 +27,7 @@ from activities.grants import GrantActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.postgres import close_pool, create_pool
+from activities.webhook import WebhookActivities
 from client.connection import connect_client, open_content_store, settle_after_shutdown, with_content_store
 from client.telemetry import telemetry
 from settings import Settings, SettingsError, load_settings
@@ -92,6 +93,12 @@ async def _polling(
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
             internal_api_key=settings.internal_api_key.get_secret_value() if settings.internal_api_key else None,
         )
+        approval = settings.approval
+        webhook = WebhookActivities(
+            http,
+            url=approval.webhook_url.get_secret_value() if approval.webhook_url else None,
+            secret=approval.webhook_secret.get_secret_value() if approval.webhook_secret else None,
+        )
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
@@ -101,6 +108,7 @@ async def _polling(
                 ContentActivities(content).archive_transcript,
                 *([projection.record] if projection else []),
                 *GrantActivities(client).all(),
+                webhook.notify_approval,
             ],
             # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
             # an approval click that seems to hang after a restart. A cache miss only costs a replay.

@@ -11,6 +11,8 @@ Endpoints (all but /health and the docs need `X-Internal-Auth` when a key is con
 - `POST /sessions`, `GET /sessions`, `GET /sessions/{id}`, `GET /sessions/{id}/history`,
   `GET /sessions/{id}/pending-approvals`.
 - `GET /agents`, `GET /agents/{session_id}/current`, `POST /agents/{session_id}/switch`.
+- The approvals inbox: `GET /approvals` (pending approvals across sessions; filters `older_than`, `tool`, `agent`,
+  `session_id`; `limit`/`offset`), `POST /approvals/{session_id}/{call_id}` (decide one) (`api.routes_approvals`).
 - Remembered decisions: `GET`/`DELETE /sessions/{id}/grants[/{grant_id}]`, `GET`/`DELETE
   /projects/{project}/grants[/{grant_id}]` (`api.routes_grants`).
 - `GET /events/metrics`, `GET /events/metrics/sessions`, `GET /events/metrics/session/{id}`.
@@ -40,7 +42,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.content import ContentStore
-from api import routes_agent, routes_agents, routes_events, routes_grants, routes_sessions, ws
+from api import routes_agent, routes_agents, routes_approvals, routes_events, routes_grants, routes_sessions, ws
 from api.auth import AUTH_HEADER, OPEN_PATHS, InternalAuthMiddleware
 from api.models import AgentStreamRequestDoc, HealthResponse
 from api.runtime import ApiOptions, ApiRuntime
@@ -119,7 +121,7 @@ def create_app(
     async def health() -> HealthResponse:
         return HealthResponse(version=VERSION)
 
-    for module in (routes_agent, routes_sessions, routes_grants, routes_agents, routes_events, ws):
+    for module in (routes_agent, routes_sessions, routes_approvals, routes_grants, routes_agents, routes_events, ws):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
+from client.inbox import InboxItem
 from workflows.model import (
     AgentType,
     ApprovalGrant,
@@ -20,6 +21,7 @@ from workflows.model import (
     PlanDecisionKind,
     ProjectName,
     RememberDecision,
+    StreamChunk,
 )
 
 # Session ids become Temporal workflow ids: printable, bounded. Anything else is refused with 422 before it reaches
@@ -406,6 +408,53 @@ class RevokedGrantResponse(_Out):
     revoked: bool = True
     duplicate: bool = Field(description="It was already revoked: nothing changed.")
     grant: ApprovalGrant | None = Field(default=None, description="The revoked grant (projects).")
+
+
+# --- the approvals inbox (api/routes_approvals.py) ---
+
+
+class ApprovalInboxResponse(_Out):
+    """One page of pending approvals across sessions, oldest first."""
+
+    approvals: list[InboxItem]
+    count: int = Field(description="Items on this page.")
+    total: int = Field(description="Matching items on every page.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The next page's offset; null on the last page.")
+    scanned: bool = Field(
+        description="The search attributes were not usable, so every running session of this runtime was asked."
+    )
+    unanswered_sessions: list[str] = Field(
+        default_factory=list, description="During a scan, sessions that did not answer (is a worker running?)."
+    )
+
+
+class ApprovalDecisionRequest(_Body):
+    """A decision on a pending approval; a plan takes `approve` or `reject` (with `feedback`) only."""
+
+    decision: Decision
+    modified_arguments: dict[str, Any] | None = Field(default=None, description="Required with decision 'edit'.")
+    feedback: str | None = Field(default=None, description="Given to the model (a rejection's reason).")
+    remember: RememberDecision | None = Field(
+        default=None, description="With 'approve' of a tool call: also approve later matching calls (see the README)."
+    )
+
+
+class ApprovalDecisionResponse(_Out):
+    session_id: str
+    call_id: str = Field(description="The call id (or a plan approval's request id) the decision named.")
+    decision: Decision
+    duplicate: bool = Field(description="The same decision was already taken: nothing changed.")
+    detail: str = ""
+    resume_from: int | None = Field(
+        default=None,
+        description="Where the decision's events start on the session's stream "
+        "(`GET /agent/stream/{session_id}?from_offset=`).",
+    )
+    events: list[StreamChunk] = Field(
+        default_factory=list, description="The events the decision caused before the session paused again."
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -79,6 +79,7 @@ class ApiRuntime:
             config=config,
             content=content,
             answer_timeout=timedelta(seconds=options.query_timeout_seconds),
+            started_by="the HTTP API",
         )
         self.agents: frozenset[AgentType] = available_agents(settings.multi_agent_mode)
 

@@ -1,5 +1,6 @@
-"""The operator commands of `agent-runtime`: `approvals`, `grants`, `sessions`, `show`, `export`, `replay`,
-`worker-health`.
+"""The operator commands of `agent-runtime`: `approvals` (alone: the inbox; `approve`, `edit`, `reject`), `grants`,
+`sessions`, `show`, `export`, `replay`, `worker-health`. The cross-session rules live in `client.inbox`, which the
+HTTP API's `/approvals` uses too.
 
 They read the same AGENT_RUNTIME__TEMPORAL__* settings as the worker (address, namespace, TLS, API key, task
 queue). `replay` of files needs no Temporal at all, so it can gate a deploy in CI.
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import re
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -42,19 +42,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.content import ContentStore
 from cli import grants as grants_module
-from cli import inbox as inbox_module
 from cli import replay
 from cli.health import POLLER_FRESHNESS, idle_poll_kinds
-from cli.inbox import InboxFilter, find_pending_approvals, list_sessions
 from cli.render import (
     duration,
-    inbox_entry_json,
     render_inbox,
     render_session,
     render_sessions,
     session_summary_json,
 )
 from cli.replay import UnknownWorkflowError, Verdict
+from client import inbox as inbox_module
 from client.connection import connect_client, open_content_store
 from client.conversation_client import (
     ApprovalAlreadyResolvedError,
@@ -66,6 +64,7 @@ from client.conversation_client import (
     UnknownGrantError,
     UnknownSessionError,
 )
+from client.inbox import InboxFilter, decide_approval, find_pending_approvals, inbox_item, list_sessions
 from client.telemetry import telemetry
 from settings import Settings, SettingsError, load_settings
 from workflows.model import (
@@ -73,8 +72,6 @@ from workflows.model import (
     Decision,
     HitlDecision,
     InputReceipt,
-    PlanDecision,
-    PlanDecisionKind,
     workflow_id_for,
 )
 
@@ -118,12 +115,11 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `15m`, `2h`, `1d`, `1h30m` -> timedelta (argparse type)."""
-    parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
-    if not text.strip() or parts is None:
-        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 2h, 1d or 1h30m, got {text!r}")
-    days, hours, minutes, seconds = (int(p or 0) for p in parts.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    """`90s`, `15m`, `2h`, `1d`, `1h30m` -> timedelta (argparse type; the rule is `client.inbox.parse_duration`)."""
+    try:
+        return inbox_module.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -147,16 +143,14 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         )
         return parser
 
-    approvals = add(commands, "approvals", "the cross-session inbox of tool calls waiting for a human")
-    actions = approvals.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = add(actions, "list", "list pending approvals across sessions, oldest first")
-    listing.add_argument("--older-than", type=parse_duration, metavar="DURATION", help="e.g. 15m, 2h, 1d")
-    listing.add_argument("--tool", metavar="NAME", help="only calls of this tool")
-    listing.add_argument("--session", dest="session_id", metavar="ID", help="only this session")
-    listing.add_argument("--agent", choices=[a.value for a in AgentType], help="only calls this agent asked for")
-    listing.add_argument("--scan", action="store_true", help="ask every running session, not the search attributes")
-    listing.add_argument("--json", action="store_true", help="print a JSON array for scripts")
-    listing.add_argument("--fail-if-any", action="store_true", help="exit 3 when any approval matches (monitoring)")
+    approvals = add(
+        commands,
+        "approvals",
+        "the cross-session inbox of tool calls waiting for a human (no ACTION: list it, as `approvals list`)",
+    )
+    _add_listing_options(approvals)
+    actions = approvals.add_subparsers(dest="action", required=False, metavar="[ACTION]")
+    _add_listing_options(add(actions, "list", "list pending approvals across sessions, oldest first"))
     for action, help_text in (
         ("approve", "approve a pending tool call or plan (CALL_ID: its call id or approval request id)"),
         ("edit", "approve a pending tool call with edited arguments"),
@@ -214,6 +208,18 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         commands, "worker-health", "exit 0 if a worker on this host polls the task queue (container health check)"
     )
     health.add_argument("--hostname", default=socket.gethostname(), help="the host whose worker to look for")
+
+
+def _add_listing_options(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument("--older-than", type=parse_duration, metavar="DURATION", help="e.g. 15m, 2h, 1d")
+    listing.add_argument("--tool", metavar="NAME", help="only calls of this tool")
+    listing.add_argument(
+        "--session", dest="session_ids", action="append", metavar="ID", help="only this session (repeatable)"
+    )
+    listing.add_argument("--agent", choices=[a.value for a in AgentType], help="only calls this agent asked for")
+    listing.add_argument("--scan", action="store_true", help="ask every running session, not the search attributes")
+    listing.add_argument("--json", action="store_true", help="print a JSON array for scripts")
+    listing.add_argument("--fail-if-any", action="store_true", help="exit 3 when any approval matches (monitoring)")
 
 
 def run_operator_command(args: argparse.Namespace) -> int:
@@ -290,7 +296,7 @@ async def _traced_client(settings: Settings, content: ContentStore | None = None
 
 
 async def _approvals(args: argparse.Namespace) -> int:
-    if args.action == "list":
+    if args.action in (None, "list"):
         return await _approvals_list(args)
     _, conversations = await _connect(answer_timeout=args.timeout)
     receipt = await _decide(conversations, args)
@@ -304,34 +310,24 @@ async def _approvals(args: argparse.Namespace) -> int:
 
 async def _decide(conversations: ConversationClient, args: argparse.Namespace) -> InputReceipt:
     """A tool approval takes a `hitl_decision`, a plan approval (by call or request id) a `plan_decision`."""
-    approvals = await conversations.approvals(args.session)
-    plan = next((a for a in approvals if a.request_type == "plan" and args.call_id in (a.call_id, a.request_id)), None)
-    if plan is None:
-        try:
-            decision = HitlDecision(
-                call_id=args.call_id,
-                decision=Decision(args.action),
-                modified_arguments=getattr(args, "arguments", None),
-                feedback=getattr(args, "feedback", None),
-                remember=grants_module.remember_from(args),
-            )
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        return await conversations.decide(args.session, decision)
-    if args.action == "edit":
-        raise InvalidInputError("a plan cannot be edited, only approved or rejected (with --feedback)")
-    if getattr(args, "remember", None) is not None:
-        raise UsageError("a plan approval cannot be remembered")
-    kind = PlanDecisionKind.APPROVE if args.action == "approve" else PlanDecisionKind.REJECT
-    return await conversations.decide_plan(
-        args.session,
-        PlanDecision(approval_request_id=plan.request_id, decision=kind, feedback=getattr(args, "feedback", None)),
-    )
+    try:
+        decision = HitlDecision(
+            call_id=args.call_id,
+            decision=Decision(args.action),
+            modified_arguments=getattr(args, "arguments", None),
+            feedback=getattr(args, "feedback", None),
+            remember=grants_module.remember_from(args),
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return await decide_approval(conversations, args.session, decision)
 
 
 async def _approvals_list(args: argparse.Namespace) -> int:
     client, conversations = await _connect()
-    criteria = InboxFilter(older_than=args.older_than, tool=args.tool, session_id=args.session_id, agent=args.agent)
+    criteria = InboxFilter(
+        older_than=args.older_than, tool=args.tool, session_ids=tuple(args.session_ids or ()), agent=args.agent
+    )
     now = datetime.now(UTC)
     inbox = await find_pending_approvals(client, conversations, criteria, now=now, scan=args.scan)
     if inbox.scanned and not args.scan:
@@ -342,7 +338,7 @@ async def _approvals_list(args: argparse.Namespace) -> int:
             f"{duration(inbox_module.QUERY_TIMEOUT)} (is a worker running?): {', '.join(inbox.silent)}"
         )
     if args.json:
-        _out(json.dumps([inbox_entry_json(e, now) for e in inbox.entries], indent=2))
+        _out(json.dumps([inbox_item(e, now).model_dump(mode="json") for e in inbox.entries], indent=2))
     else:
         _out(render_inbox(inbox.entries, now))
     return EXIT_APPROVALS_PENDING if args.fail_if_any and inbox.entries else EXIT_OK

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cli.inbox import InboxEntry, SessionSummary
+from client.inbox import InboxEntry, SessionSummary
 from workflows.content import text_or_preview
 from workflows.model import (
     ChatMessage,
     SessionState,
     workflow_id_for,
 )
-from workflows.observability import summarize_arguments
+from workflows.observability import approval_commands, summarize_arguments
 
 MESSAGE_CHARS = 300
 # A table row must fit a terminal; the JSON output has the arguments in full.
@@ -124,30 +124,20 @@ def render_inbox(entries: Sequence[InboxEntry], now: datetime) -> str:
             expires = "never"
         else:
             expires = "overdue" if approval.expires_at <= now else f"in {age(approval.expires_at, now)}"
+        if approval.escalate_at is not None and approval.escalate_at <= now:
+            expires += " (escalated)"
         arguments = _short(summarize_arguments(approval.arguments), TABLE_ARGUMENTS_CHARS)
         rows.append(
             [since, entry.session_id, approval.tool_name, arguments, approval.agent.value, approval.call_id, expires]
         )
     sessions = len({e.session_id for e in entries})
     headers = ["AGE", "SESSION", "TOOL", "ARGUMENTS", "AGENT", "CALL ID", "EXPIRES"]
-    return f"{table(headers, rows)}\n\n{len(entries)} pending approval(s) in {sessions} session(s)"
-
-
-def inbox_entry_json(entry: InboxEntry, now: datetime) -> dict[str, Any]:
-    """One `approvals list --json` item: the approval's own fields plus where it is and how old it is."""
-    common: dict[str, Any] = {
-        "session_id": entry.session_id,
-        "workflow_id": workflow_id_for(entry.session_id),
-        "age_seconds": round((now - entry.since).total_seconds()) if entry.since else None,
-        "answered": entry.approval is not None,
-    }
-    if entry.approval is None:
-        return common | {
-            "pending_tools": list(entry.pending_tools),
-            "created_at": entry.oldest.isoformat() if entry.oldest else None,
-        }
-    summary = {"arguments_summary": summarize_arguments(entry.approval.arguments)}
-    return common | entry.approval.model_dump(mode="json") | summary
+    oldest = next((e for e in entries if e.approval is not None), None)
+    hint = ""
+    if oldest is not None and oldest.approval is not None:
+        commands = approval_commands(oldest.session_id, oldest.approval)
+        hint = f"\nDecide the oldest: {commands.approve}\n               or: {commands.reject}"
+    return f"{table(headers, rows)}\n\n{len(entries)} pending approval(s) in {sessions} session(s){hint}"
 
 
 def render_sessions(summaries: Sequence[SessionSummary], now: datetime) -> str:

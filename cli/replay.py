@@ -26,7 +26,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from activities.content import ContentStore
-from cli.visibility import sessions_query
+from client.inbox import sessions_query
 from client.plugin import AgentRuntimePlugin
 from workflows.conversation import ConversationWorkflow
 from workflows.project_grants import ProjectGrantsWorkflow

@@ -25,6 +25,7 @@ from client.plugin import AgentRuntimePlugin
 from settings import ContentSettings, Settings, TemporalSettings
 from workflows.model import (
     SEARCH_ATTRIBUTES,
+    SESSION_ATTRIBUTES,
     ConversationConfig,
 )
 
@@ -145,37 +146,53 @@ def _tls(temporal: TemporalSettings) -> bool | TLSConfig | None:
     return None if temporal.api_key else False
 
 
-async def ensure_search_attributes(client: Client) -> bool:
-    """Register the runtime's custom search attributes in the client's namespace if they are missing.
+async def register_search_attributes(client: Client) -> frozenset[str]:
+    """Register the runtime's custom search attributes in the client's namespace where they are missing.
 
     Returns:
-        True when all of them are registered (now or before). False when the server refuses (no operator
-        permission, e.g. on Temporal Cloud without admin rights, or a server without the operator API): sessions
-        then run without search attributes, since setting an unregistered one would fail every workflow task.
+        The names of the runtime's attributes that are registered (now or before); none when the server refuses to
+        list them, those registered before when it refuses to add the missing ones (no operator permission, e.g. on
+        Temporal Cloud without admin rights, or a server without the operator API). A session sets only attributes
+        that are registered: setting an unregistered one would fail every workflow task.
     """
     try:
         existing = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=client.namespace)
         )
-        missing = {key.name: key for key in SEARCH_ATTRIBUTES if key.name not in existing.custom_attributes}
-        if missing:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=client.namespace,
-                    search_attributes={
-                        name: IndexedValueType.ValueType(SearchAttributeIndexedValueType(key.indexed_value_type))
-                        for name, key in missing.items()
-                    },
-                )
-            )
     except RPCError as err:
         log.warning("Search attributes unavailable (%s); sessions will not set them", err.message)
-        return False
-    return True
+        return frozenset()
+    registered = frozenset(key.name for key in SEARCH_ATTRIBUTES if key.name in existing.custom_attributes)
+    missing = {key.name: key for key in SEARCH_ATTRIBUTES if key.name not in registered}
+    if not missing:
+        return registered
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={
+                    name: IndexedValueType.ValueType(SearchAttributeIndexedValueType(key.indexed_value_type))
+                    for name, key in missing.items()
+                },
+            )
+        )
+    except RPCError as err:
+        log.warning("Search attributes %s not registered (%s); sessions will not set them", list(missing), err.message)
+        return registered
+    return registered | frozenset(missing)
+
+
+async def ensure_search_attributes(client: Client) -> bool:
+    """Register the runtime's custom search attributes if they are missing; True when all of them are registered."""
+    return {key.name for key in SEARCH_ATTRIBUTES} <= await register_search_attributes(client)
 
 
 async def session_config(client: Client, settings: Settings) -> ConversationConfig:
-    """The configuration new sessions start with: the settings, plus search attributes if they can be used."""
+    """The configuration new sessions start with: the settings, plus the search attributes that can be used."""
+    registered = await register_search_attributes(client)
     return settings.conversation_config().model_copy(
-        update={"search_attributes": await ensure_search_attributes(client)}
+        update={
+            "search_attributes": all(key.name in registered for key in SESSION_ATTRIBUTES),
+            "waiting_call_attributes": all(key.name in registered for key in SEARCH_ATTRIBUTES),
+        }
     )

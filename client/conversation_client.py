@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType
@@ -58,6 +58,7 @@ from workflows.model import (
     UNKNOWN_CALL_ID_ERROR,
     UNKNOWN_GRANT_ERROR,
     USER_MESSAGE_UPDATE,
+    AgentType,
     ApprovalGrant,
     CancelTurn,
     ChatMessage,
@@ -77,6 +78,7 @@ from workflows.model import (
     project_grants_workflow_id,
     workflow_id_for,
 )
+from workflows.observability import static_details, static_summary
 from workflows.project_grants import ProjectGrantsWorkflow
 from workflows.state import (
     ConversationInput,
@@ -191,6 +193,8 @@ class ConversationClient:
         content: The content store; without one, large content is sent inline (and refused over the inline
             limit) and references in what is read are left as they are.
         answer_timeout: How long an input or a read may take before the client finds out why it did not arrive.
+        started_by: Who starts sessions through this client, for the Web UI's summary of each (e.g. "gateway (HTTP
+            API)"); the Temporal client's identity (`pid@host`) is added either way.
     """
 
     def __init__(
@@ -201,12 +205,14 @@ class ConversationClient:
         config: ConversationConfig | None = None,
         content: ContentStore | None = None,
         answer_timeout: timedelta = ANSWER_TIMEOUT,
+        started_by: str | None = None,
     ) -> None:
         self._client = client
         self._task_queue = task_queue
         self._config = config or ConversationConfig()
         self._content = content
         self._answer_timeout = answer_timeout
+        self._started_by = started_by
 
     @property
     def temporal(self) -> Client:
@@ -224,12 +230,32 @@ class ConversationClient:
     def _start_input(self, session_id: str) -> ConversationInput:
         return ConversationInput(session_id=session_id, config=self._config)
 
+    def _start_metadata(self, session_id: str, first: UserMessage | None = None) -> tuple[str, str]:
+        """The Web UI's static summary and details of a session this client starts (workflows/observability.py)."""
+        identity = self._client.identity
+        by = f"{self._started_by} ({identity})" if self._started_by else identity
+        agent = first.agent_type if first is not None and first.agent_type is not None else AgentType.ORCHESTRATOR
+        project = first.project if first is not None else None
+        now = datetime.now(UTC)
+        summary = static_summary(
+            session_id,
+            agent=agent,
+            started_at=now,
+            started_by=by,
+            project=project,
+            first_message=first.content if first is not None else None,
+        )
+        return summary, static_details(
+            session_id, self._config, agent=agent, started_at=now, started_by=by, project=project
+        )
+
     async def create_session(self, session_id: str) -> None:
         """Start a session without a message.
 
         Raises:
             WorkflowAlreadyStartedError: The session exists, or existed (its id is never reused).
         """
+        summary, details = self._start_metadata(session_id)
         await self._client.start_workflow(
             ConversationWorkflow.run,
             self._start_input(session_id),
@@ -237,6 +263,8 @@ class ConversationClient:
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=summary,
+            static_details=details,
         )
 
     async def send_user_message(
@@ -257,6 +285,7 @@ class ConversationClient:
     async def signal_user_message(self, session_id: str, message: UserMessage, *, new_session: bool = False) -> None:
         """Fire-and-forget variant: signal-with-start, for callers that follow the event stream anyway."""
         message = message.model_copy(update={"content": await self._offload(message.content)})
+        summary, details = self._start_metadata(session_id, message)
         try:
             await self._client.start_workflow(
                 ConversationWorkflow.run,
@@ -267,6 +296,8 @@ class ConversationClient:
                 id_reuse_policy=_reuse_policy(new_session),
                 start_signal="user_message",
                 start_signal_args=[message],
+                static_summary=summary,
+                static_details=details,
             )
         except WorkflowAlreadyStartedError as err:
             raise await self._closed(session_id) from err
@@ -312,6 +343,7 @@ class ConversationClient:
                 rpc_timeout=self._answer_timeout,
             )
             return DeliveredInput(self, session_id, await self._answered(session_id, accepted))
+        summary, details = self._start_metadata(session_id, item)
         for attempt in range(NEW_SESSION_ATTEMPTS):
             start = WithStartWorkflowOperation(
                 ConversationWorkflow.run,
@@ -320,6 +352,8 @@ class ConversationClient:
                 task_queue=self._task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=_reuse_policy(new_session),
+                static_summary=summary,
+                static_details=details,
             )
             try:
                 try:

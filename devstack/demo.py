@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from activities.postgres import close_pool, create_pool, describe_dsn
-from cli.visibility import stuck_approvals_query
 from client.connection import open_content_store, session_config, with_content_store
 from client.conversation_client import ConversationClient, Event
+from client.inbox import stuck_approvals_query
 from client.projection_reader import ProjectionReader
 from devstack.fake_llm import FakeLlmServer, FakeReply
 from devstack.postgres import projection_database

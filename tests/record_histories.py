@@ -47,11 +47,13 @@ from client.connection import open_content_store, with_content_store
 from client.conversation_client import ConversationClient
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from devstack.postgres import projection_database
-from devstack.temporal import start_time_skipping_server
+from devstack.temporal import DevServer, start_dev_server, start_time_skipping_server
+from devstack.webhook_sink import WebhookSink
 from settings import ContentSettings, Settings, TemporalSettings
 from tests.support import Session, call, classify, final, readme_approval_rules, skip_time, text, types
 from worker import running_worker
 from workflows.model import (
+    SEARCH_ATTRIBUTES,
     CancelTurn,
     ChunkType,
     Decision,
@@ -66,7 +68,7 @@ from workflows.model import (
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 
-Drive = Callable[[Session, WorkflowEnvironment], Awaitable[None]]
+Drive = Callable[[Session, WorkflowEnvironment | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ class Scenario:
             the projection's patch markers and writes.
         moves_clock: The conversation skips time (a timer fires); a test records it on a time-skipping server of
             its own.
+        config: `ConversationConfig` fields set as a session start would (e.g. the search attributes, which
+            `Settings` do not decide).
+        webhook: Receive the approval webhook (`devstack.webhook_sink`), so its activity is in the history.
+        dev_server: Record on the Temporal dev server with the search attributes registered (the time-skipping
+            server has no custom search attributes, and a session setting them never gets past its first task).
+            Its timers run in real time: keep them to seconds.
     """
 
     name: str
@@ -88,6 +96,9 @@ class Scenario:
     settings: dict[str, Any] = field(default_factory=dict)
     database: bool = False
     moves_clock: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    webhook: bool = False
+    dev_server: bool = False
 
     @property
     def session_id(self) -> str:
@@ -276,6 +287,22 @@ async def remembered_decisions(session: Session, env: WorkflowEnvironment) -> No
     assert not (await session.client.revoke_grant(session.id, grant.grant_id)).duplicate
 
 
+async def approval_reminders(session: Session, env: WorkflowEnvironment | None) -> None:
+    """`operator-view`: the waiting call in the search attributes; an approval reminded of and escalated on its
+    durable timers (events, and the webhook activity), then approved before it expires (on the dev server: the
+    timers are seconds of real time)."""
+    await _park_write(session)
+    [reminder] = await session.next_events(1)
+    assert (reminder.metadata or {})["code"] == "approval_reminder", reminder
+    [escalation] = await session.next_events(1)
+    assert (escalation.metadata or {})["code"] == "approval_escalation", escalation
+    await session.decide("call_w1", "approve")
+    assert final(await session.events()).requires_approval is False
+    session.script(text("Created main.py."))
+    await session.result("call_w1", {"written": True})
+    assert final(await session.events()).content == "Created main.py."
+
+
 async def gateway_turns(session: Session, env: WorkflowEnvironment) -> None:
     """Inputs as the HTTP API sends them (`lean-turns`): each answered with its first events, live tokens only for
     the message that asks; the projection written at wait points."""
@@ -328,6 +355,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         remembered_decisions,
         _QUIET | {"approval": {"rules": readme_approval_rules()}},
     ),
+    # Recorded with `operator-view`.
+    Scenario(
+        "approval_reminders",
+        approval_reminders,
+        _QUIET
+        | {
+            "approval": {
+                "rules": [
+                    {
+                        "pattern": "write_file",
+                        "requires_approval": True,
+                        "remind_after_seconds": 1,
+                        "escalate_after_seconds": 2,
+                        "timeout_seconds": 600,
+                    }
+                ]
+            }
+        },
+        config={"search_attributes": True, "waiting_call_attributes": True},
+        webhook=True,
+        dev_server=True,
+    ),
 )
 
 
@@ -346,6 +395,10 @@ async def scenario_runtime(
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-pg-")))
             overrides["database_url"] = await stack.enter_async_context(projection_database(Settings(), folder))
         content_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-content-")))
+        if scenario.webhook:
+            sink = await stack.enter_async_context(WebhookSink())
+            approval = {**overrides.get("approval", {}), "webhook_url": sink.url}
+            overrides["approval"] = approval
         settings = Settings(
             llm_proxy_url=llm.base_url,
             temporal=TemporalSettings(task_queue=task_queue),
@@ -357,7 +410,7 @@ async def scenario_runtime(
         conversations = ConversationClient(
             with_content_store(client, content),
             task_queue=task_queue,
-            config=settings.conversation_config(),
+            config=settings.conversation_config().model_copy(update=scenario.config),
             content=content,
         )
         session = Session(conversations, llm, id=scenario.session_id + suffix)
@@ -383,17 +436,18 @@ async def fetch_chain(client: Client, workflow_id: str) -> list[WorkflowHistory]
 
 
 async def record_scenario(
-    env: WorkflowEnvironment, llm: FakeLlmServer, scenario: Scenario, *, unique: bool = False
+    env: WorkflowEnvironment | DevServer, llm: FakeLlmServer, scenario: Scenario, *, unique: bool = False
 ) -> list[WorkflowHistory]:
     """Play a scenario on a fresh worker and return the histories of its runs, oldest first.
 
-    `unique` gives the session and task queue a random suffix, to play a scenario on a server that may already
-    have run it (the tests' shared server).
+    `env` is a time-skipping server, or the dev server for a `dev_server` scenario. `unique` gives the session and
+    task queue a random suffix, to play a scenario on a server that may already have run it (the tests' shared
+    server).
     """
     async with scenario_runtime(
         env.client, llm, scenario, suffix=f"-{uuid.uuid4().hex[:8]}" if unique else ""
     ) as session:
-        await scenario.drive(session, env)
+        await scenario.drive(session, env if isinstance(env, WorkflowEnvironment) else None)
         assert llm.pending(session.id) == 0, f"{scenario.name}: scripted replies left unused"
         return await fetch_chain(env.client, workflow_id_for(session.id))
 
@@ -416,10 +470,13 @@ async def record(scenarios: Sequence[Scenario], *, overwrite: bool = False) -> l
     HISTORY_DIR.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     env = await start_time_skipping_server()
+    dev: DevServer | None = None
     try:
         async with FakeLlmServer() as llm:
             for scenario in todo:
-                histories = await record_scenario(env, llm, scenario)
+                if scenario.dev_server and dev is None:
+                    dev = await start_dev_server(ui=False, search_attributes=SEARCH_ATTRIBUTES)
+                histories = await record_scenario(dev if scenario.dev_server and dev else env, llm, scenario)
                 for old in recorded_files(scenario):
                     old.unlink()
                 for path, history in zip(history_files(scenario, len(histories)), histories, strict=True):
@@ -427,6 +484,8 @@ async def record(scenarios: Sequence[Scenario], *, overwrite: bool = False) -> l
                     written.append(path)
     finally:
         await env.shutdown()
+        if dev is not None:
+            await dev.shutdown()
     return written
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -120,6 +122,21 @@ class Session:
         chunks = [e.chunk for e in received]
         self.deltas += [c for c in chunks if c.type is ChunkType.ASSISTANT_DELTA]
         return [c for c in chunks if c.type is not ChunkType.ASSISTANT_DELTA]
+
+    async def next_events(self, count: int, timeout: float = 60.0) -> list[StreamChunk]:
+        """The next `count` events, wait point or not (a reminder is not one, so `events` would wait past it)."""
+        received: list[StreamChunk] = []
+
+        async def read() -> None:
+            async with contextlib.aclosing(self.client.events(self.id, self.offset)) as events:
+                async for event in events:
+                    received.append(event.chunk)
+                    self.offset = event.offset + 1
+                    if len(received) == count:
+                        return
+
+        await asyncio.wait_for(read(), timeout)
+        return received
 
     async def result(self, call_id: str, result: Any = None, error: str | None = None) -> InputReceipt:
         return await self.client.send_tool_result(self.id, ToolResult(call_id=call_id, result=result, error=error))

@@ -528,11 +528,13 @@ class ConversationWorkflow:
         """Hand over to a new run with bounded, structured state (never a summary).
 
         Nothing may be in flight when the run hands over (an activity completing during the continue-as-new task
-        fails it with UNHANDLED_COMMAND): the projection's writer stops first, the transcript is archived, and the
-        carried state is built only after every handler has finished, so an input accepted meanwhile travels too.
+        fails it with UNHANDLED_COMMAND): approval webhooks in flight finish and the projection's writer stops first,
+        the transcript is archived, and the carried state is built only after every handler has finished, so an
+        input accepted meanwhile travels too.
         """
         session = self._session
         session.pauses.handing_over = True
+        await session.reminders.drain()
         await session.projection.quiesce()
         history = session.history.messages, session.history.first_seq
         if self._archives_transcript:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from temporalio import workflow
@@ -19,32 +18,18 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from workflows.model import (
     EVENTS_TOPIC,
     STREAM_OFFSET_QUERY,
-    AgentType,
     ChunkType,
     EmittedChunk,
-    OutstandingCall,
-    PendingApproval,
     SessionStatus,
     StreamChunk,
 )
-from workflows.observability import current_details, fingerprint, search_attribute_updates
+from workflows.observability import SessionView, current_details, fingerprint, search_attribute_updates
 from workflows.projection import Projection, approx_size
 
 # The newest chunks kept with their offsets, and how much of them one input's answer carries at most (the rest is
 # read from the stream).
 RECENT_CHUNKS = 64
 ANSWER_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class SessionView:
-    """What an operator is shown of a session: its status, agent, pending approvals, open calls and queue."""
-
-    status: SessionStatus
-    agent: AgentType
-    pending: list[PendingApproval]
-    open_calls: list[OutstandingCall]
-    queued: int
 
 
 class Emitter:
@@ -56,6 +41,8 @@ class Emitter:
         projection: The outbox; every event is also kept in the projection's audit log.
         search_attributes: Keep the custom search attributes current (only once they are registered).
         view: The session as the Web UI shows it, read at every wait point.
+        waiting_call: Whether the attributes include the waiting call's id and tool; asked (once, lazily: it may
+            decide a patch) the first time attributes are published.
 
     Attributes:
         at_rest_only: Change the search attributes only when the session waits, not while a turn runs (runs
@@ -71,12 +58,14 @@ class Emitter:
         *,
         search_attributes: bool,
         view: Callable[[], SessionView],
+        waiting_call: Callable[[], bool] = lambda: False,
     ) -> None:
         self._session_id = session_id
         self._events = stream.topic(EVENTS_TOPIC, type=StreamChunk)
         self._projection = projection
         self._search_attributes = search_attributes
         self._view = view
+        self._waiting_call = waiting_call
         self._published_attributes: tuple[tuple[str, str], ...] = ()
         # The stream's own offset query handler (temporalio.contrib.workflow_streams): the next offset.
         self._next_offset: Callable[[], int] = workflow.get_query_handler(STREAM_OFFSET_QUERY)  # type: ignore[assignment]
@@ -114,12 +103,12 @@ class Emitter:
     def publish_observability(self) -> None:
         """Refresh the Web UI's current details and, when registered, the search attributes (only on change)."""
         view = self._view()
-        workflow.set_current_details(
-            current_details(view.status, view.agent, view.pending, view.open_calls, view.queued)
-        )
+        workflow.set_current_details(current_details(view))
         if not self._search_attributes or (self.at_rest_only and view.status is SessionStatus.RUNNING):
             return
-        updates = search_attribute_updates(view.status, view.agent, view.pending)
+        updates = search_attribute_updates(
+            view.status, view.agent, view.pending, view.open_calls, with_waiting_call=self._waiting_call()
+        )
         if fingerprint(updates) != self._published_attributes:
             workflow.upsert_search_attributes(updates)
             self._published_attributes = fingerprint(updates)

@@ -12,7 +12,8 @@ meter of a workflow adds `namespace`, `task_queue` and `workflow_type` to the at
   cancellation): settled approvals by `tool`, `decision` and `type` (tool or plan).
 - `agent_runtime_automatic_approvals`: tool calls approved without asking anyone, by `tool` and `by` (`policy`: an
   allow rule with conditions; `remembered`: a remembered decision); never counted with the human decisions above.
-- `agent_runtime_approval_expirations` by `tool`; `agent_runtime_agent_switches` by `from`, `to` and `source`;
+- `agent_runtime_approval_expirations` by `tool`; `agent_runtime_approval_notices` (reminders and escalations of
+  approvals still waiting) by `tool` and `kind`; `agent_runtime_agent_switches` by `from`, `to` and `source`;
   `agent_runtime_classification_fallbacks`.
 """
 
@@ -50,6 +51,9 @@ class SessionMetrics:
             APPROVAL_WAIT, "Time from an approval request to its decision, expiry or cancellation", "s"
         )
         self._expirations = meter.create_counter("agent_runtime_approval_expirations", "Approvals that expired")
+        self._notices = meter.create_counter(
+            "agent_runtime_approval_notices", "Reminders and escalations of approvals that still waited"
+        )
         self._automatic = meter.create_counter(
             "agent_runtime_automatic_approvals", "Tool calls approved without a prompt, by policy rule or remembered"
         )
@@ -77,6 +81,10 @@ class SessionMetrics:
         self._approval_wait.record(waited(approval).total_seconds(), labels)
         if labels["decision"] == "expired":
             self._expirations.add(1, {"tool": approval.tool_name})
+
+    def approval_notice(self, approval: PendingApproval, kind: str) -> None:
+        """A reminder or an escalation went out for an approval that still waited."""
+        self._notices.add(1, {"tool": approval.tool_name, "kind": kind})
 
     def automatic_approval(self, approval: PendingApproval) -> None:
         """Count an approval nobody was asked for, apart from the human decisions in `agent_runtime_approvals`."""

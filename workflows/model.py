@@ -61,6 +61,7 @@ RECORD_PROJECTION_ACTIVITY = "persistence.record"
 ARCHIVE_TRANSCRIPT_ACTIVITY = "content.archive_transcript"
 PROJECT_GRANTS_ACTIVITY = "approvals.project_grants"
 REMEMBER_PROJECT_GRANT_ACTIVITY = "approvals.remember_project_grant"
+APPROVAL_WEBHOOK_ACTIVITY = "notify.approval_webhook"
 
 # ApplicationError types, shared by raise sites (validators, activities) and catch sites (client, API).
 UNKNOWN_CALL_ID_ERROR = "UnknownCallId"
@@ -72,6 +73,8 @@ LLM_BAD_RESPONSE_ERROR = "LlmBadResponse"
 LLM_CONTEXT_TOO_LONG_ERROR = "LlmContextTooLong"
 CONTENT_STORE_UNAVAILABLE_ERROR = "ContentStoreUnavailable"
 UNKNOWN_GRANT_ERROR = "UnknownGrant"
+WEBHOOK_UNAVAILABLE_ERROR = "WebhookUnavailable"
+WEBHOOK_REJECTED_ERROR = "WebhookRejected"
 
 # The original llm-proxy reports a provider failure as HTTP 200 with assistant text starting with this (bug B2): such
 # text is an error, never content (invariant I3).
@@ -85,13 +88,20 @@ OLDEST_PENDING_APPROVAL_ATTRIBUTE = SearchAttributeKey.for_datetime("AgentRuntim
 PENDING_TOOLS_ATTRIBUTE = SearchAttributeKey.for_keyword_list("AgentRuntimePendingTools")
 CURRENT_AGENT_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeCurrentAgent")
 SESSION_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeSessionStatus")
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
+# The call the session waits on (its oldest pending approval, else the IDE result it waits for) and that call's tool:
+# a Web UI column says which call to decide without opening the session. Sessions started with
+# `ConversationConfig.waiting_call_attributes` set them (runs with the `operator-view` patch).
+WAITING_CALL_ID_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeWaitingCallId")
+WAITING_TOOL_ATTRIBUTE = SearchAttributeKey.for_keyword("AgentRuntimeWaitingTool")
+SESSION_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
     PENDING_APPROVALS_ATTRIBUTE,
     OLDEST_PENDING_APPROVAL_ATTRIBUTE,
     PENDING_TOOLS_ATTRIBUTE,
     CURRENT_AGENT_ATTRIBUTE,
     SESSION_STATUS_ATTRIBUTE,
 )
+WAITING_CALL_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (WAITING_CALL_ID_ATTRIBUTE, WAITING_TOOL_ATTRIBUTE)
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (*SESSION_ATTRIBUTES, *WAITING_CALL_ATTRIBUTES)
 
 
 def workflow_id_for(session_id: str) -> str:
@@ -375,6 +385,12 @@ class PendingApproval(ContractModel):
     status: ApprovalStatus = ApprovalStatus.PENDING
     created_at: datetime
     expires_at: datetime | None = None
+    remind_at: datetime | None = Field(
+        default=None, description="When a reminder goes out if it is still pending (its policy rule's remind_after)."
+    )
+    escalate_at: datetime | None = Field(
+        default=None, description="When it is escalated if it is still pending (its policy rule's escalate_after)."
+    )
     decided_at: datetime | None = None
     decided_by: (
         Literal[
@@ -399,6 +415,46 @@ class PendingApproval(ContractModel):
     remembered_as: str | None = Field(
         default=None, description="A human approval that was remembered: the grant it created."
     )
+
+
+class ApprovalCommands(ContractModel):
+    """How a person decides a pending approval: the exact `agent-runtime` commands, and the HTTP route."""
+
+    approve: str
+    edit: str | None = Field(default=None, description="Tool approvals only: a plan is approved or rejected.")
+    reject: str
+    http: str = Field(description='e.g. `POST /approvals/s1/call_1 {"decision": "approve"}`.')
+
+
+class ApprovalNotice(ContractModel):
+    """What the approval webhook receives when an approval still waits at its reminder or escalation time
+    (activities/webhook.py). `notice_id` is the same on every retry of one notice: a receiver drops repeats."""
+
+    notice_id: str
+    kind: Literal["reminder", "escalation"]
+    session_id: str
+    workflow_id: str
+    request_id: str
+    request_type: Literal["tool", "plan"]
+    call_id: str
+    tool_name: str
+    agent: AgentType
+    reason: str
+    arguments_summary: str
+    waiting_since: datetime
+    waited_seconds: float
+    expires_at: datetime | None = None
+    escalate_at: datetime | None = None
+    commands: ApprovalCommands
+    sent_at: datetime
+
+
+class NoticeDelivery(ContractModel):
+    """How a notice went: `delivered` with the receiver's status, or why it was not sent (no webhook configured)."""
+
+    delivered: bool
+    status_code: int | None = None
+    detail: str = ""
 
 
 class CallStatus(StrEnum):
@@ -544,6 +600,36 @@ class ApprovalRule(ContractModel):
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Expire the approval after this long; None uses the policy default."
     )
+    remind_after_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Remind (an event on the session's stream and the approval webhook) once the approval has "
+        "waited this long; None uses the policy default.",
+    )
+    escalate_after_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Escalate (the same, marked as an escalation) once it has waited this long; None uses the "
+        "policy default.",
+    )
+
+    @model_validator(mode="after")
+    def _remind_before_escalate_before_expiry(self) -> ApprovalRule:
+        check_approval_timers(self.remind_after_seconds, self.escalate_after_seconds, self.timeout_seconds)
+        return self
+
+
+def check_approval_timers(remind: float | None, escalate: float | None, expire: float | None) -> None:
+    """A reminder comes before an escalation, and both before the expiry (a timer after the expiry never fires).
+
+    Raises:
+        ValueError: They are out of order.
+    """
+    named = [(n, v) for n, v in (("remind after", remind), ("escalate after", escalate), ("expire after", expire))]
+    given = [(n, v) for n, v in named if v is not None]
+    for (first, earlier), (second, later) in zip(given, given[1:], strict=False):
+        if earlier >= later:
+            raise ValueError(f"{first} ({earlier:g} s) must be shorter than {second} ({later:g} s)")
 
 
 class ApprovalPolicy(ContractModel):
@@ -551,6 +637,8 @@ class ApprovalPolicy(ContractModel):
     rules: list[ApprovalRule] = Field(default_factory=list)
     default_requires_approval: bool = False
     default_timeout_seconds: float | None = Field(default=None, gt=0, description="None: approvals wait until decided.")
+    default_remind_after_seconds: float | None = Field(default=None, gt=0, description="None: no reminder.")
+    default_escalate_after_seconds: float | None = Field(default=None, gt=0, description="None: no escalation.")
 
 
 class ApprovalRequirement(ContractModel):
@@ -559,6 +647,8 @@ class ApprovalRequirement(ContractModel):
     requires_approval: bool
     reason: str = ""
     timeout_seconds: float | None = None
+    remind_after_seconds: float | None = None
+    escalate_after_seconds: float | None = None
     rule_index: int | None = Field(default=None, description="The deciding rule's position; None: the default.")
     deny_rule: bool = Field(
         default=False, description="A deny rule asked: no remembered decision may approve the call."
@@ -641,6 +731,16 @@ class ConversationConfig(ContractModel):
     )
     search_attributes: bool = Field(
         default=False, description="Keep the custom search attributes current (only once they are registered)."
+    )
+    waiting_call_attributes: bool = Field(
+        default=False,
+        description="With `search_attributes`, also keep the waiting call's id and tool current (only once those "
+        "two are registered: sessions started before they existed never set them).",
+    )
+    approval_webhook: bool = Field(
+        default=False,
+        description="Call the approval webhook on reminders and escalations (the URL stays in the worker's settings, "
+        "out of workflow history).",
     )
     projection_enabled: bool = Field(
         default=False, description="Write the PostgreSQL projection (set when the runtime has a database)."

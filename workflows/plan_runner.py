@@ -61,7 +61,9 @@ class PlanRunner:
             session.close_call(call, tool_messages.refused(str(err)), outcome="refused", emit=True)
             return None
         session.plans.append(plan)
-        timeout_seconds = evaluate(session.policy, call.name, call.arguments).timeout_seconds
+        requirement = evaluate(session.policy, call.name, call.arguments)
+        timeout_seconds = requirement.timeout_seconds
+        remind_at, escalate_at = session.reminders.times(requirement, now)
         approval = PendingApproval(
             request_id=plan.approval_request_id,
             request_type="plan",
@@ -74,6 +76,8 @@ class PlanRunner:
             agent=agent.type,
             created_at=now,
             expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
+            remind_at=remind_at,
+            escalate_at=escalate_at,
         )
         session.record_approval_request(approval, call, agent.type, now)
         session.projection.plan(plan)
@@ -92,7 +96,7 @@ class PlanRunner:
         )
         request_id = plan.approval_request_id
         decisions = session.ledger.plan_decisions
-        arrived = await session.wait_for_input(lambda: request_id in decisions, timeout_seconds)
+        arrived = await session.reminders.wait(call.id, lambda: request_id in decisions, timeout_seconds)
         decision = decisions.pop(request_id, None)
         if not arrived or decision is None:
             session.settle(approval, ApprovalStatus.EXPIRED, decided_by="expiry")

@@ -20,6 +20,10 @@ How rules combine (`evaluate`), so that deny rules win and every doubt asks a hu
    "policy"; an allow rule without conditions says the tool needs no approval at all.
 3. No rule matches: the policy's default.
 
+A verdict that asks also says when the approval expires, and when a reminder and an escalation go out while it
+still waits (the rule's `timeout_seconds`, `remind_after_seconds`, `escalate_after_seconds`, each falling back to the
+policy's default; workflows/waits.py keeps them as durable timers).
+
 Sessions whose run evaluated a call before this reading existed replay with `evaluate_first_match`, the reading they
 ran with (workflows/waits.py, patch `safe-approvals`).
 """
@@ -82,6 +86,7 @@ def evaluate_first_match(policy: ApprovalPolicy, tool_name: str, arguments: dict
                 requires_approval=rule.requires_approval,
                 reason=rule.reason or f"Policy rule '{rule.pattern}'",
                 timeout_seconds=rule.timeout_seconds or policy.default_timeout_seconds,
+                **_reminders(policy, rule),
             )
     return _default(policy)
 
@@ -109,6 +114,7 @@ def _verdict(
         requires_approval=rule.requires_approval,
         reason=rule.reason or f"Policy rule '{rule.pattern}'",
         timeout_seconds=rule.timeout_seconds or policy.default_timeout_seconds,
+        **_reminders(policy, rule),
         rule_index=index,
         deny_rule=deny_rule,
         conditional=conditional,
@@ -120,7 +126,16 @@ def _default(policy: ApprovalPolicy) -> ApprovalRequirement:
         requires_approval=policy.default_requires_approval,
         reason="Default policy",
         timeout_seconds=policy.default_timeout_seconds,
+        **_reminders(policy, None),
     )
+
+
+def _reminders(policy: ApprovalPolicy, rule: ApprovalRule | None) -> dict[str, float | None]:
+    """A rule's reminder and escalation times, each falling back to the policy's default."""
+    return {
+        "remind_after_seconds": (rule and rule.remind_after_seconds) or policy.default_remind_after_seconds,
+        "escalate_after_seconds": (rule and rule.escalate_after_seconds) or policy.default_escalate_after_seconds,
+    }
 
 
 def _legacy_holds(predicate: ArgumentPredicate, arguments: dict[str, Any]) -> bool:

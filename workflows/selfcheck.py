@@ -14,6 +14,7 @@ from workflows.model import (
     AgentType,
     ApprovalPolicy,
     ApprovalRule,
+    check_approval_timers,
 )
 from workflows.policy import rule_names_tool
 from workflows.routing import LABELS
@@ -48,6 +49,12 @@ def find_problems(policy: ApprovalPolicy) -> list[str]:
     problems += [
         f"approval rule '{rule.pattern}': {problem}" for rule in policy.rules for problem in _condition_problems(rule)
     ]
+    problems += [
+        f"approval rule '{rule.pattern}': {problem} (the rule's own times, else the policy's defaults)"
+        for rule in policy.rules
+        if rule.requires_approval
+        for problem in _timer_problems(policy, rule)
+    ]
     switch_modes = CATALOGUE["switch_mode"].spec.parameters["properties"]["mode"]["enum"]
     problems += [
         f"switch_mode offers unknown agent '{m}'" for m in switch_modes if m not in AgentType.__members__.values()
@@ -75,6 +82,19 @@ def _condition_problems(rule: ApprovalRule) -> list[str]:
         ):
             problems.append(f"'{predicate.argument} {predicate.op} {predicate.value!r}' compares with a non-number")
     return problems
+
+
+def _timer_problems(policy: ApprovalPolicy, rule: ApprovalRule) -> list[str]:
+    """A reminder or an escalation that would come after the expiry (or out of order) never does what it says."""
+    try:
+        check_approval_timers(
+            rule.remind_after_seconds or policy.default_remind_after_seconds,
+            rule.escalate_after_seconds or policy.default_escalate_after_seconds,
+            rule.timeout_seconds or policy.default_timeout_seconds,
+        )
+    except ValueError as err:
+        return [str(err)]
+    return []
 
 
 def check_consistency(policy: ApprovalPolicy) -> None:

@@ -18,7 +18,7 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 
 from workflows.agents import available_agents
 from workflows.content import Content, preview_of
-from workflows.emitter import Emitter, SessionView
+from workflows.emitter import Emitter
 from workflows.grants import SessionGrants
 from workflows.history import ConversationHistory
 from workflows.ledger import CallLedger
@@ -42,12 +42,19 @@ from workflows.model import (
     TranscriptArchive,
     UserMessage,
 )
+from workflows.observability import SessionView
 from workflows.pauses import Pauses
 from workflows.policy import DEFAULT_APPROVAL_POLICY
 from workflows.projection import Projection
 from workflows.records import SessionRecord
+from workflows.reminders import ApprovalReminders
 from workflows.state import CarriedState, ConversationInput
 from workflows.tracing import SessionTraces
+
+# The operator's view: the waiting call's id and tool in the search attributes, approval reminders and escalations.
+# Asked lazily where either would first change what a run does (an upsert, an approval with a reminder), so sessions
+# that use neither record nothing, and runs from before replay as they ran.
+OPERATOR_VIEW_PATCH = "operator-view"
 
 
 class Session:
@@ -98,12 +105,26 @@ class Session:
         self._announced: set[str] = set()
         self.live_tokens = False
         """Publish token deltas of the answers (the newest input that continues a turn asked for them)."""
+        self._operator_view: bool | None = None
         self.emitter = Emitter(
-            self.id, stream, self.projection, search_attributes=config.search_attributes, view=self.view
+            self.id,
+            stream,
+            self.projection,
+            search_attributes=config.search_attributes,
+            view=self.view,
+            waiting_call=lambda: config.waiting_call_attributes and self.operator_view(),
         )
+        self.reminders = ApprovalReminders(self)
 
     def new_id(self) -> str:
         return str(workflow.uuid4())
+
+    def operator_view(self) -> bool:
+        """Whether this run keeps the waiting call in the search attributes and reminds of approvals (decided once
+        per run, at the first point where it matters: see OPERATOR_VIEW_PATCH)."""
+        if self._operator_view is None:
+            self._operator_view = workflow.patched(OPERATOR_VIEW_PATCH)
+        return self._operator_view
 
     def emit(self, type: ChunkType, **fields: Any) -> None:
         self.emitter.emit(type, **fields)
@@ -111,7 +132,18 @@ class Session:
     # --- views ---
 
     def view(self) -> SessionView:
-        return SessionView(self.status, self.agent, self.ledger.pending(), self.open_calls(), len(self.inbox))
+        return SessionView(
+            self.id,
+            self.status,
+            self.agent,
+            self.ledger.pending(),
+            self.open_calls(),
+            len(self.inbox),
+            last_activity=self.last_activity,
+            created_at=self.created_at,
+            project=self.project,
+            run=self.run,
+        )
 
     def open_calls(self) -> list[OutstandingCall]:
         """Every call still without a tool message: the one being waited on, and the ones queued behind it."""
@@ -337,17 +369,20 @@ class Session:
         self.pauses.pause()
         await self.projection.drained()
 
-    async def wait_for_input(self, ready: Callable[[], bool], timeout_seconds: float | None = None) -> bool:
+    async def wait_for_input(
+        self, ready: Callable[[], bool], timeout_seconds: float | None = None, *, summary: str | None = None
+    ) -> bool:
         """Wait until an input makes `ready` hold: True when it does, False when the timer (if any) ran out first.
 
         Every wait for the outside world (the next message, a human decision, the IDE's result) goes through here:
-        it is a wait point, so the projection is written, and a pause (workflows/pauses.py).
+        it is a wait point, so the projection is written, and a pause (workflows/pauses.py). `summary` names the
+        timer in the Web UI's timeline.
         """
         if not ready():
             self.projection.flush()
             self.pauses.waiting_for_input(ready)
         try:
-            await workflow.wait_condition(ready, timeout=timeout_seconds)
+            await workflow.wait_condition(ready, timeout=timeout_seconds, timeout_summary=summary)
         except TimeoutError:
             return ready()
         finally:

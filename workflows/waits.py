@@ -31,6 +31,7 @@ from workflows.model import (
     PROJECT_GRANTS_ACTIVITY,
     REMEMBER_PROJECT_GRANT_ACTIVITY,
     ApprovalGrant,
+    ApprovalRequirement,
     ApprovalStatus,
     CallStatus,
     Decision,
@@ -79,7 +80,7 @@ class ToolWaits:
         if requirement.requires_approval:
             grant = None if requirement.deny_rule else await self._remembered(call)
             if grant is None:
-                decided = await self._await_approval(agent, call, requirement.reason, requirement.timeout_seconds)
+                decided = await self._await_approval(agent, call, requirement)
                 if decided is None:
                     return
                 arguments = decided
@@ -169,7 +170,7 @@ class ToolWaits:
         requirement = evaluate_first_match(session.policy, call.name, call.arguments)
         arguments = call.arguments
         if requirement.requires_approval:
-            decided = await self._await_approval(agent, call, requirement.reason, requirement.timeout_seconds)
+            decided = await self._await_approval(agent, call, requirement)
             if decided is None:
                 return
             arguments = decided
@@ -178,11 +179,14 @@ class ToolWaits:
         await self._await_result(agent, call.model_copy(update={"arguments": arguments}))
 
     async def _await_approval(
-        self, agent: Agent, call: ToolCall, reason: str, timeout_seconds: float | None
+        self, agent: Agent, call: ToolCall, requirement: ApprovalRequirement
     ) -> dict[str, Any] | None:
-        """Park until a decision, an implicit approval (the IDE's result) or expiry. Returns the args to execute."""
+        """Park until a decision, an implicit approval (the IDE's result) or expiry, reminding and escalating on the
+        way when the policy says so (workflows/reminders.py). Returns the args to execute."""
         session = self._session
+        reason, timeout_seconds = requirement.reason, requirement.timeout_seconds
         now = workflow.now()
+        remind_at, escalate_at = session.reminders.times(requirement, now)
         approval = PendingApproval(
             request_id=call.id,
             session_id=session.id,
@@ -194,13 +198,15 @@ class ToolWaits:
             agent=agent.type,
             created_at=now,
             expires_at=now + timedelta(seconds=timeout_seconds) if timeout_seconds else None,
+            remind_at=remind_at,
+            escalate_at=escalate_at,
         )
         session.record_approval_request(approval, call, agent.type, now)
         await session.announce_tool_call(call.id, call.name, call.arguments, requires_approval=True, reason=reason)
         session.status = SessionStatus.AWAITING_APPROVAL
         ledger = session.ledger
-        arrived = await session.wait_for_input(
-            lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds
+        arrived = await session.reminders.wait(
+            call.id, lambda: call.id in ledger.decisions or call.id in ledger.results, timeout_seconds
         )
         decision = ledger.decisions.pop(call.id, None)
         if not arrived:
@@ -248,7 +254,8 @@ class ToolWaits:
             lease_expires_at=workflow.now() + timedelta(seconds=lease),
         )
         session.status = SessionStatus.AWAITING_TOOL_RESULT
-        if not await session.wait_for_input(lambda: call.id in session.ledger.results, lease):
+        summary = f"IDE result lease: {call.name} {call.id}"
+        if not await session.wait_for_input(lambda: call.id in session.ledger.results, lease, summary=summary):
             session.close_call(call, tool_messages.lease_expired(call.name, lease), outcome="lease_expired", emit=True)
             return
         result = session.ledger.results.pop(call.id)

@@ -100,8 +100,9 @@ WHERE t.outcome IS NULL
 _APPROVAL_UPSERT = """
 INSERT INTO approvals AS a
     (session_id, request_id, request_type, call_id, tool_name, subject, arguments, edited_arguments, reason, agent,
-     status, created_at, expires_at, decided_at, decided_by, decision, feedback, grant_id, remembered_as)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+     status, created_at, expires_at, decided_at, decided_by, decision, feedback, grant_id, remembered_as, remind_at,
+     escalate_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 ON CONFLICT (session_id, request_id) DO UPDATE SET
     edited_arguments = EXCLUDED.edited_arguments,
     status = EXCLUDED.status,
@@ -354,6 +355,8 @@ def _rows(record: ProjectionRecord) -> list[tuple[str, tuple[Any, ...]]]:
                         a.feedback,
                         a.grant_id,
                         a.remembered_as,
+                        _utc(a.remind_at),
+                        _utc(a.escalate_at),
                     ),
                 ),
                 (

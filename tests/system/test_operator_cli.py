@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from cli import inbox, replay
+from cli import replay
 from cli.main import main
+from client import inbox
 from client.conversation_client import ConversationClient
 from devstack.fake_llm import FakeLlmServer, FakeReply
 from devstack.temporal import DevServer, free_port, start_dev_server
@@ -165,6 +166,14 @@ async def test_inbox_lists_filters_and_decides(
         assert header.split() == ["AGE", "SESSION", "TOOL", "ARGUMENTS", "AGENT", "CALL", "ID", "EXPIRES"]
         assert command.id in line and 'command="dart analyze"' in line and "call_c1" in line and "never" in line
         assert "1 pending approval(s) in 1 session(s)" in table.out
+        assert f"Decide the oldest: agent-runtime approvals approve {command.id} call_c1" in table.out
+        # Bare `approvals` is the inbox, with the same options.
+        bare = await agent_runtime("approvals", "--session", command.id)
+        assert bare.code == 0 and bare.out.splitlines()[0] == table.out.splitlines()[0]
+        assert "1 pending approval(s) in 1 session(s)" in bare.out and "call_c1" in bare.out
+        both = await agent_runtime("approvals", "--session", command.id, "--session", write.id, "--json")
+        assert {r["call_id"] for r in both.json()} == {"call_c1", "call_w1"}
+        assert both.json()[0]["commands"]["approve"] == f"agent-runtime approvals approve {command.id} call_c1"
 
         # Filters: by tool (visibility narrows, the session's answer decides), agent, age.
         by_tool = await agent_runtime("approvals", "list", "--tool", "write_file", "--json")

@@ -232,3 +232,40 @@ def test_the_self_check_names_conditions_that_can_never_hold() -> None:
 
 def _command(op: str, value: str) -> ArgumentPredicate:
     return ArgumentPredicate.model_validate({"argument": "command", "op": op, "value": value})
+
+
+def test_a_verdict_says_when_to_remind_escalate_and_expire() -> None:
+    """A rule's own times win; each time it leaves out comes from the policy's defaults."""
+    policy = ApprovalPolicy(
+        rules=[
+            ApprovalRule(
+                pattern="execute_command", requires_approval=True, remind_after_seconds=60, timeout_seconds=600
+            ),
+            ApprovalRule(pattern="write_file", requires_approval=True),
+        ],
+        default_remind_after_seconds=900,
+        default_escalate_after_seconds=1800,
+        default_timeout_seconds=3600,
+    )
+    command = evaluate(policy, "execute_command", {"command": "ls"})
+    assert (command.remind_after_seconds, command.escalate_after_seconds, command.timeout_seconds) == (60, 1800, 600)
+    write = evaluate(policy, "write_file", {"path": "a"})
+    assert (write.remind_after_seconds, write.escalate_after_seconds, write.timeout_seconds) == (900, 1800, 3600)
+    default = evaluate(policy.model_copy(update={"default_requires_approval": True}), "some_tool", {})
+    assert (default.remind_after_seconds, default.escalate_after_seconds) == (900, 1800)
+    legacy = evaluate_first_match(policy, "execute_command", {"command": "ls"})
+    assert (legacy.remind_after_seconds, legacy.escalate_after_seconds) == (60, 1800)
+
+
+def test_a_rule_whose_reminder_comes_after_its_expiry_is_reported() -> None:
+    with pytest.raises(ValueError, match=r"escalate after \(60 s\) must be shorter than expire after \(30 s\)"):
+        ApprovalRule(pattern="write_file", requires_approval=True, escalate_after_seconds=60, timeout_seconds=30)
+    # Out of order only with the policy's defaults: the worker's self-check refuses it.
+    policy = ApprovalPolicy(
+        rules=[ApprovalRule(pattern="write_file", requires_approval=True, timeout_seconds=300)],
+        default_remind_after_seconds=900,
+    )
+    assert find_problems(policy) == [
+        "approval rule 'write_file': remind after (900 s) must be shorter than expire after (300 s) "
+        "(the rule's own times, else the policy's defaults)"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -199,13 +200,17 @@ def test_conversation_config_carries_every_setting(clean_env: pytest.MonkeyPatch
     clean_env.setenv("AGENT_RUNTIME__LLM_MAX_ATTEMPTS", "5")
     clean_env.setenv("AGENT_RUNTIME__MAX_AGENT_SWITCHES", "6")
     clean_env.setenv("AGENT_RUNTIME__APPROVAL__TIMEOUT_SECONDS", "120")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__WEBHOOK_URL", "https://hooks.example.com/T0/B0/secret-token")
     settings = load_settings()
 
     config = settings.conversation_config()
 
     # A field added to ConversationConfig without a setting behind it would silently use its default. Whether a
     # session sets search attributes is decided when it starts (client.connection.session_config), not by a setting.
-    assert config.model_fields_set == set(ConversationConfig.model_fields) - {"search_attributes"}
+    attributes = {"search_attributes", "waiting_call_attributes"}
+    assert config.model_fields_set == set(ConversationConfig.model_fields) - attributes
+    # The webhook's URL stays with the worker: a session only knows that there is one.
+    assert config.approval_webhook is True and "secret-token" not in config.model_dump_json()
     assert config == ConversationConfig(
         multi_agent_mode=False,
         llm_model="m-1",
@@ -215,6 +220,7 @@ def test_conversation_config_carries_every_setting(clean_env: pytest.MonkeyPatch
         llm_timeout_seconds=9,
         llm_max_attempts=5,
         max_agent_switches=6,
+        approval_webhook=True,
     )
     assert config.approval_policy is not None and config.approval_policy.default_timeout_seconds == 120
     # It travels as a workflow input: through the pydantic payload converter and back unchanged.
@@ -227,3 +233,53 @@ def test_overrides_win_over_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AGENT_RUNTIME__LLM_MODEL", "from-env")
     assert load_settings(llm_model="from-flag").llm_model == "from-flag"
     assert isinstance(load_settings(), Settings)
+
+
+def test_approval_reminders_escalations_and_the_webhook(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__REMIND_AFTER_SECONDS", "900")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__ESCALATE_AFTER_SECONDS", "1800")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__TIMEOUT_SECONDS", "3600")
+    clean_env.setenv(
+        "AGENT_RUNTIME__APPROVAL__RULES",
+        '[{"pattern": "execute_command", "requires_approval": true, "remind_after_seconds": 60,'
+        ' "escalate_after_seconds": 120, "timeout_seconds": 300}]',
+    )
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__WEBHOOK_URL", "https://hooks.example.com/services/T0/B0/XyZsecret")
+    clean_env.setenv("AGENT_RUNTIME__APPROVAL__WEBHOOK_SECRET", "shh")
+    settings = load_settings()
+    policy = settings.approval_policy()
+    assert (policy.default_remind_after_seconds, policy.default_escalate_after_seconds) == (900, 1800)
+    assert (policy.rules[0].remind_after_seconds, policy.rules[0].escalate_after_seconds) == (60, 120)
+    # Secrets: the URL (its path is a chat service's credential) and the signing key never show in a repr or a log.
+    assert "XyZsecret" not in repr(settings) and "shh" not in repr(settings)
+    assert settings.approval.webhook_url is not None
+    assert settings.approval.webhook_url.get_secret_value().endswith("/XyZsecret")
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"REMIND_AFTER_SECONDS": "600", "ESCALATE_AFTER_SECONDS": "300"},
+            "remind after (600 s) must be shorter than escalate after (300 s)",
+        ),
+        ({"ESCALATE_AFTER_SECONDS": "600", "TIMEOUT_SECONDS": "600"}, "escalate after (600 s) must be shorter"),
+        (
+            {
+                "RULES": '[{"pattern": "write_file", "requires_approval": true, "remind_after_seconds": 90, '
+                '"timeout_seconds": 60}]'
+            },
+            "remind after (90 s) must be shorter than expire after (60 s)",
+        ),
+        ({"WEBHOOK_URL": "https://user:pass@hooks.example.com/x"}, "no credentials in the URL"),
+        ({"WEBHOOK_URL": "ftp://hooks.example.com/x"}, "expected an http(s) URL"),
+    ],
+)
+def test_approval_timers_in_order_and_a_webhook_url_without_credentials(
+    clean_env: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        clean_env.setenv(f"AGENT_RUNTIME__APPROVAL__{name}", value)
+    with pytest.raises(SettingsError, match=re.escape(message)) as raised:
+        load_settings()
+    assert "AGENT_RUNTIME__APPROVAL" in str(raised.value) and "pass@" not in str(raised.value)

@@ -21,8 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
+from client.connection import ensure_search_attributes
 from devstack.fake_llm import FakeLlmServer
-from devstack.temporal import start_time_skipping_server
+from devstack.temporal import DevServer, start_time_skipping_server
 from tests.record_histories import HISTORY_DIR, SCENARIOS, Scenario, record_scenario, recorded_files
 from workflows.conversation import ConversationWorkflow
 from workflows.model import CONVERSATION_WORKFLOW
@@ -128,7 +129,11 @@ def _has_commands(history: WorkflowHistory) -> bool:
 # --- A history recorded now ---
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+ON_TIME_SKIPPING = [s for s in SCENARIOS if not s.dev_server]
+ON_DEV_SERVER = [s for s in SCENARIOS if s.dev_server]
+
+
+@pytest.mark.parametrize("scenario", ON_TIME_SKIPPING, ids=[s.name for s in ON_TIME_SKIPPING])
 async def test_a_fresh_history_replays(
     scenario: Scenario, temporal_env: WorkflowEnvironment, fake_llm: FakeLlmServer
 ) -> None:
@@ -141,6 +146,19 @@ async def test_a_fresh_history_replays(
             await env.shutdown()
     else:
         histories = await record_scenario(temporal_env, fake_llm, scenario, unique=True)
+    await _assert_replays_only_on_this_code(histories)
+
+
+@pytest.mark.parametrize("scenario", ON_DEV_SERVER, ids=[s.name for s in ON_DEV_SERVER])
+async def test_a_fresh_dev_server_history_replays(
+    scenario: Scenario, dev_server: DevServer, fake_llm: FakeLlmServer
+) -> None:
+    """The same for the scenarios that set the custom search attributes (the dev server has them registered)."""
+    assert await ensure_search_attributes(dev_server.client)
+    await _assert_replays_only_on_this_code(await record_scenario(dev_server, fake_llm, scenario, unique=True))
+
+
+async def _assert_replays_only_on_this_code(histories: list[WorkflowHistory]) -> None:
     assert [r.replay_failure for r in await _replay(histories, ConversationWorkflow)] == [None] * len(histories)
     first_run = await _replay(histories[:1], TimerFirstWorkflow)
     assert isinstance(first_run[0].replay_failure, NondeterminismError)

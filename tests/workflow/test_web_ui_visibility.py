@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
-from cli.visibility import stuck_approvals_query
 from client.connection import ensure_search_attributes, session_config
 from client.conversation_client import ConversationClient
+from client.inbox import stuck_approvals_query
 from devstack.fake_llm import FakeLlmServer
 from devstack.temporal import DevServer
 from settings import Settings, TemporalSettings
@@ -24,6 +24,8 @@ from workflows.model import (
     PENDING_APPROVALS_ATTRIBUTE,
     PENDING_TOOLS_ATTRIBUTE,
     SESSION_STATUS_ATTRIBUTE,
+    WAITING_CALL_ID_ATTRIBUTE,
+    WAITING_TOOL_ATTRIBUTE,
     workflow_id_for,
 )
 
@@ -47,9 +49,11 @@ async def test_attributes_details_and_the_stuck_approval_filter(dev_server: DevS
         temporal=TemporalSettings(address=dev_server.target, task_queue=f"ui-{uuid.uuid4().hex[:8]}"),
     )
     config = await session_config(dev_server.client, settings)
-    assert config.search_attributes is True
+    assert config.search_attributes is True and config.waiting_call_attributes is True
     async with running_worker(dev_server.client, settings):
-        client = ConversationClient(dev_server.client, task_queue=settings.temporal.task_queue, config=config)
+        client = ConversationClient(
+            dev_server.client, task_queue=settings.temporal.task_queue, config=config, started_by="the test gateway"
+        )
         stuck, fine = Session(client, fake_llm), Session(client, fake_llm)
         stuck.script(classify("coder"), call("execute_command", "call_x1", command="dart analyze"))
         final(await stuck.say("run dart analyze"))
@@ -62,11 +66,24 @@ async def test_attributes_details_and_the_stuck_approval_filter(dev_server: DevS
         assert attributes.get(PENDING_TOOLS_ATTRIBUTE) == ["execute_command"]
         assert attributes.get(CURRENT_AGENT_ATTRIBUTE) == "coder"
         assert attributes.get(SESSION_STATUS_ATTRIBUTE) == "awaiting_approval"
-        # The Web UI shows "current details" from the SDK's built-in metadata query.
+        assert attributes.get(WAITING_CALL_ID_ATTRIBUTE) == "call_x1"
+        assert attributes.get(WAITING_TOOL_ATTRIBUTE) == "execute_command"
+        # Summary and Details, set by the client that started the session: who, which agent, when.
+        summary = await description.static_summary() or ""
+        assert summary.startswith(f"Session {stuck.id} · agent orchestrator · started ")
+        assert f"by the test gateway ({dev_server.client.identity})" in summary and "“run dart analyze”" in summary
+        assert f"(workflow `{workflow_id_for(stuck.id)}`)" in (await description.static_details() or "")
+        # The Web UI shows "current details" from the SDK's built-in metadata query: first what waits, since and
+        # until when, and the commands that decide it; then the list.
         metadata = await client.handle(stuck.id).query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         details = metadata.current_details
+        lines = details.splitlines()
+        assert lines[0] == '### ⏸ Waits for a human to approve `execute_command` (command="dart analyze")'
+        assert lines[1].startswith("Call `call_x1`, asked by agent `coder` since ") and "; expires never." in lines[1]
+        assert f"- Approve: `agent-runtime approvals approve {stuck.id} call_x1`" in lines
         assert "**Session awaiting approval** · agent `coder`" in details
         assert 'approval for `execute_command` (command="dart analyze")' in details and "call_x1" in details
+        assert lines[-1].startswith(f"_Session `{stuck.id}` (run 1) · started ")
 
         # The README's filter: approvals pending longer than N minutes. Nothing is that old yet...
         assert await _matching(dev_server, stuck_approvals_query(timedelta(minutes=15)), set(), attempts=3) == set()
@@ -74,6 +91,9 @@ async def test_attributes_details_and_the_stuck_approval_filter(dev_server: DevS
         later = datetime.now(UTC) + timedelta(minutes=20)
         query = stuck_approvals_query(timedelta(minutes=15), now=later)
         assert await _matching(dev_server, query, {workflow_id_for(stuck.id)}) == {workflow_id_for(stuck.id)}
+        # A column an operator adds to the list, and a filter: the waiting call, found by its id.
+        by_call = f"{WAITING_CALL_ID_ATTRIBUTE.name} = 'call_x1' AND TaskQueue = '{settings.temporal.task_queue}'"
+        assert await _matching(dev_server, by_call, {workflow_id_for(stuck.id)}) == {workflow_id_for(stuck.id)}
 
         await stuck.decide("call_x1", "approve")
         final(await stuck.events())
@@ -83,3 +103,7 @@ async def test_attributes_details_and_the_stuck_approval_filter(dev_server: DevS
         assert await _matching(dev_server, query, set()) == set()
         settled = (await client.handle(stuck.id).describe()).typed_search_attributes
         assert settled.get(PENDING_APPROVALS_ATTRIBUTE) == 0 and settled.get(SESSION_STATUS_ATTRIBUTE) == "idle"
+        assert settled.get(WAITING_CALL_ID_ATTRIBUTE) is None and settled.get(WAITING_TOOL_ATTRIBUTE) is None
+        # The column an operator adds to the list: the waiting call, found by its id.
+        by_call = f"{WAITING_CALL_ID_ATTRIBUTE.name} = 'call_x1'"
+        assert await _matching(dev_server, by_call, set(), attempts=3) == set()
