@@ -7,7 +7,8 @@ continue-as-new. Texts are stored as payloads through a `StorageDriver` (activit
 same backend serves Temporal's external payload storage.
 
 Recently used texts are cached in memory (they are immutable: the key is their hash), so an LLM call does not
-fetch the same transcript segment or file again on every step.
+fetch the same transcript segment or file again on every step; so are recently read transcript segments, parsed, so
+that it does not parse them again either (a full 128k-token window spans several segments).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ from workflows.model import (
 _ENCODING = b"binary/plain"
 # Texts kept in memory per process, in characters (~128 MB of Python strings at most).
 DEFAULT_CACHE_CHARS = 64 * 1024 * 1024
+# Parsed transcript segments kept in memory per process, by the characters of their JSON (~20 MB parsed at most; a
+# segment is ~72k characters, and a full 128k-token window spans about five).
+DEFAULT_SEGMENT_CACHE_CHARS = 8 * 1024 * 1024
 
 
 class ContentStore:
@@ -64,13 +68,24 @@ class ContentStore:
     Args:
         driver: Where the texts live.
         cache_chars: How many characters of recently used texts to keep in memory.
+        segment_cache_chars: How many characters (of their JSON) of recently read transcript segments to keep in
+            memory parsed.
     """
 
-    def __init__(self, driver: StorageDriver, *, cache_chars: int = DEFAULT_CACHE_CHARS) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        *,
+        cache_chars: int = DEFAULT_CACHE_CHARS,
+        segment_cache_chars: int = DEFAULT_SEGMENT_CACHE_CHARS,
+    ) -> None:
         self.driver = driver
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._cache_chars = 0
         self._cache_limit = cache_chars
+        self._segments: OrderedDict[str, tuple[TranscriptSegment, int]] = OrderedDict()
+        self._segment_chars = 0
+        self._segment_limit = segment_cache_chars
 
     # --- texts ---
 
@@ -224,13 +239,28 @@ class ContentStore:
         )
 
     async def segment(self, archive: TranscriptArchive) -> TranscriptSegment:
-        return TranscriptSegment.model_validate_json(await self.get(archive.head))
+        """The newest segment of `archive`, parsed. Recently read segments are kept parsed (they are immutable, like
+        every text here), so the result is shared with other readers: read it, never change it."""
+        head = archive.head
+        cached = self._segments.get(head.sha256)
+        if cached is not None:
+            self._segments.move_to_end(head.sha256)
+            return cached[0]
+        segment = TranscriptSegment.model_validate_json(await self.get(head))
+        if head.size <= self._segment_limit // 4:
+            self._segments[head.sha256] = segment, head.size
+            self._segment_chars += head.size
+            while self._segment_chars > self._segment_limit:
+                _, (_, size) = self._segments.popitem(last=False)
+                self._segment_chars -= size
+        return segment
 
     async def read_transcript(self, archive: TranscriptArchive | None) -> list[ChatMessage]:
-        """Every archived message, oldest first (message heads: content may still be referenced)."""
+        """Every archived message, oldest first (message heads: content may still be referenced); the caller's own
+        copies (not the shared parsed segments), which it may change."""
         segments: list[TranscriptSegment] = []
         while archive is not None:
-            segment = await self.segment(archive)
+            segment = TranscriptSegment.model_validate_json(await self.get(archive.head))
             segments.append(segment)
             archive = segment.previous
         return [message for segment in reversed(segments) for message in segment.messages]

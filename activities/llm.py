@@ -54,6 +54,7 @@ from activities.openai_wire import (
     StreamAccumulator,
     bad_response,
     build_request_body,
+    encode_request_body,
     parse_completion,
     parse_stream_chunk,
     provider_error_text,
@@ -61,8 +62,15 @@ from activities.openai_wire import (
     to_openai_tool,
 )
 from activities.payload_drivers import ContentStoreUnavailable
-from workflows.content import compact_refs, json_size
-from workflows.context import cut_for_context, omitted_note, select_context, shrunk_window, usable_tokens
+from workflows.content import json_size
+from workflows.context import (
+    cut_for_context,
+    extend_selection,
+    omitted_note,
+    select_context,
+    shrunk_window,
+    usable_tokens,
+)
 from workflows.model import (
     CHAT_COMPLETION_ACTIVITY,
     CONTENT_STORE_UNAVAILABLE_ERROR,
@@ -191,24 +199,22 @@ class LlmActivities:
         fixed = len(system) + sum(json_size(to_openai_tool(tool)) for tool in request.tools)
         usable = usable_tokens(window, fixed)
         archive = request.transcript
-        while True:
-            selection = select_context(history, usable, older_exist=archive is not None)
-            if not selection.needs_older or archive is None:
-                break
+        selection = select_context(history, usable, older_exist=archive is not None)
+        while selection.needs_older and archive is not None:
             segment = await self._content.segment(archive)
-            history = [*segment.messages, *history]
             archive = segment.previous
+            selection = extend_selection(segment.messages, history, selection, usable, older_exist=archive is not None)
+            history = [*segment.messages, *history]
         chosen = history[selection.start :]
         omitted = (archive.message_count if archive is not None else 0) + selection.start
         texts = await self._content.get_many(m.content for m in chosen if isinstance(m.content, ContentRef))
         note = omitted_note(omitted) if omitted else ""
-        messages = [to_openai_message(ChatMessage(role="system", content=system + note))]
+        messages = [{"role": "system", "content": system + note}]
         for index, message in enumerate(chosen, start=selection.start):
             content = texts[message.content.sha256] if isinstance(message.content, ContentRef) else message.content
             if content is not None and index in selection.caps:
                 content = cut_for_context(content, selection.caps[index])
-            calls = [c.model_copy(update={"arguments": compact_refs(c.arguments)}) for c in message.tool_calls]
-            messages.append(to_openai_message(message.model_copy(update={"content": content, "tool_calls": calls})))
+            messages.append(to_openai_message(message, content))
         return messages, omitted
 
     async def _complete(self, request: LlmRequest, messages: list[dict[str, Any]]) -> LlmReply:
@@ -239,7 +245,7 @@ class LlmActivities:
             request_ = self._http.build_request(
                 "POST",
                 self._url,
-                json=body,
+                content=encode_request_body(body),
                 headers=self._headers() | {"Accept": "text/event-stream"},
                 timeout=httpx.Timeout(request.timeout_seconds),
             )
@@ -317,7 +323,10 @@ class LlmActivities:
     async def _post(self, body: dict[str, Any], timeout_seconds: float) -> httpx.Response:
         async with self._transport_errors(timeout_seconds):
             response = await self._http.post(
-                self._url, json=body, headers=self._headers(), timeout=httpx.Timeout(timeout_seconds)
+                self._url,
+                content=encode_request_body(body),
+                headers=self._headers(),
+                timeout=httpx.Timeout(timeout_seconds),
             )
         _answered(response)
         return response

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from temporalio.exceptions import ApplicationError
 
+from workflows.content import compact_refs
 from workflows.model import (
     LLM_BAD_RESPONSE_ERROR,
     LLM_UNAVAILABLE_ERROR,
@@ -181,28 +182,46 @@ def build_request_body(request: LlmRequest, messages: list[dict[str, Any]], *, s
     return body
 
 
-def to_openai_message(message: ChatMessage) -> dict[str, Any]:
+def encode_request_body(body: dict[str, Any]) -> bytes:
+    """The request body as compact UTF-8 JSON.
+
+    orjson: a full 128k-token prompt is ~370 KB of JSON, ~2 ms of every call with the json module (httpx's `json=`)
+    against ~0.1 ms. Text orjson refuses (a lone surrogate) goes ASCII-escaped, which any JSON reader takes.
+    """
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
+def to_openai_message(message: ChatMessage, content: str | None) -> dict[str, Any]:
     """Translate one history message to the OpenAI shape, dropping the runtime's bookkeeping fields.
 
     Args:
         message: A history message.
+        content: Its text as the provider gets it (referenced content resolved, cut to the window).
 
     Returns:
         The OpenAI message dict. `content` is kept as None only for an assistant message with tool calls, the one
-        place OpenAI allows it; elsewhere None becomes "" because providers reject a null content there.
+        place OpenAI allows it; elsewhere None becomes "" because providers reject a null content there. An argument
+        value stored by reference goes as a short placeholder (`compact_refs`): the model wrote it, it need not read
+        it again.
     """
     result: dict[str, Any] = {"role": message.role}
-    if message.content is None and not (message.role == "assistant" and message.tool_calls):
+    if content is None and not (message.role == "assistant" and message.tool_calls):
         result["content"] = ""
     else:
-        result["content"] = message.content
+        result["content"] = content
     if message.tool_calls:
         result["tool_calls"] = [
             {
                 "id": call.id,
                 "type": "function",
                 # OpenAI wants the arguments as a JSON *string*; an object is rejected with a 400.
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+                "function": {
+                    "name": call.name,
+                    "arguments": json.dumps(compact_refs(call.arguments), ensure_ascii=False),
+                },
             }
             for call in message.tool_calls
         ]

@@ -91,7 +91,8 @@ class ContextSelection:
     Attributes:
         start: Index of the first message that goes in; everything from it to the end does.
         caps: Message index -> the most characters of its content that go in (only for texts that are cut).
-        needs_older: Everything given fitted and older messages exist: fetch them and select again.
+        needs_older: Everything given fitted and older messages exist: fetch them and extend the selection
+            (`extend_selection`).
         tokens: Estimated tokens of the selected messages.
     """
 
@@ -116,20 +117,36 @@ def select_context(messages: Sequence[ChatMessage], usable: int, *, older_exist:
         return ContextSelection(start=0, needs_older=older_exist)
     turns = _turn_starts(messages)
     open_start = turns[-1]
-    text_cap = max(MIN_TEXT_CHARS, int(usable * TEXT_SHARE * CHARS_PER_TOKEN))
+    text_cap = _text_cap(usable)
     open_cap = _fit_open_turn(messages, open_start, usable, text_cap)
     caps = _caps(messages, range(open_start, len(messages)), open_cap)
     used = _tokens(messages, range(open_start, len(messages)), caps)
-    start = open_start
-    for turn_start, turn_end in reversed(list(zip(turns, [*turns[1:], len(messages)], strict=True))[:-1]):
-        turn = range(turn_start, turn_end)
-        turn_caps = _caps(messages, turn, text_cap)
-        cost = _tokens(messages, turn, turn_caps)
-        if used + cost > usable:
-            break
-        used += cost
-        caps |= turn_caps
-        start = turn_start
+    start, used = _take_turns(messages, turns[:-1], open_start, used, usable, text_cap, caps)
+    return ContextSelection(start=start, caps=caps, needs_older=older_exist and start == 0, tokens=used)
+
+
+def extend_selection(
+    older: Sequence[ChatMessage],
+    newer: Sequence[ChatMessage],
+    selection: ContextSelection,
+    usable: int,
+    *,
+    older_exist: bool = False,
+) -> ContextSelection:
+    """`select_context([*older, *newer], usable, ...)`, given `selection`, the selection of `newer` that took all of it
+    and asked for older messages (`needs_older`).
+
+    Only `older` is examined: its turns are taken, newest first, with what `newer` left of the budget. Reading back an
+    archive of k segments so costs k segments' worth of work, not 1 + 2 + ... + k. (When `newer` does not start with
+    a user message, its first turn began in `older`, and the whole stretch is selected again.)
+    """
+    if not selection.needs_older or selection.start != 0:
+        raise ValueError("extend_selection needs a selection that took every message and asked for older ones")
+    if not newer or newer[0].role != "user":
+        return select_context([*older, *newer], usable, older_exist=older_exist)
+    shift = len(older)
+    caps = {index + shift: cap for index, cap in selection.caps.items()}
+    start, used = _take_turns(older, _turn_starts(older), shift, selection.tokens, usable, _text_cap(usable), caps)
     return ContextSelection(start=start, caps=caps, needs_older=older_exist and start == 0, tokens=used)
 
 
@@ -165,6 +182,39 @@ def shrunk_window(window: int, provider_message: str) -> int:
     else:
         smaller = window // 2
     return max(MIN_WINDOW_TOKENS, min(smaller, window - 1))
+
+
+def _text_cap(usable: int) -> int:
+    """The most characters of one text that go in (the open turn's texts may be cut harder)."""
+    return max(MIN_TEXT_CHARS, int(usable * TEXT_SHARE * CHARS_PER_TOKEN))
+
+
+def _take_turns(
+    messages: Sequence[ChatMessage],
+    starts: list[int],
+    end: int,
+    used: int,
+    usable: int,
+    text_cap: int,
+    caps: dict[int, int],
+) -> tuple[int, int]:
+    """Take the whole turns that begin at `starts` (the last one ends at `end`), newest first, while they fit in
+    `usable` with `used` tokens already taken; the first that does not fit ends the selection.
+
+    Returns:
+        Where the selection now starts, and the tokens it takes. `caps` gains the cut texts of the turns taken.
+    """
+    start = end
+    for turn_start in reversed(starts):
+        turn = range(turn_start, start)
+        turn_caps = _caps(messages, turn, text_cap)
+        cost = _tokens(messages, turn, turn_caps)
+        if used + cost > usable:
+            break
+        used += cost
+        caps |= turn_caps
+        start = turn_start
+    return start, used
 
 
 def _turn_starts(messages: Sequence[ChatMessage]) -> list[int]:

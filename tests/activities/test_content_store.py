@@ -4,6 +4,7 @@ payload storage over it; and a projection that holds referenced content in full.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,8 +19,11 @@ from tests.conftest import RuntimeFactory
 from tests.support import Session, call, classify, final, largest_event, text
 from workflows.content import RAW_INPUT_LIMIT, ref_marker
 from workflows.model import (
+    ArchiveTranscriptInput,
+    ChatMessage,
     ContentRef,
     ToolResult,
+    TranscriptArchive,
 )
 
 
@@ -58,6 +62,33 @@ async def test_arguments_are_offloaded_and_resolved(store: ContentStore) -> None
     whole = await store.offload_arguments(many)
     assert set(whole) == set(ref_marker(ContentRef(driver="d", claim={}, sha256="", size=0))) and len(whole) == 1
     assert await store.resolve_arguments(whole) == many
+
+
+async def test_segments_are_kept_parsed_and_transcripts_are_read_as_copies(tmp_path: Path) -> None:
+    store = ContentStore(FilePayloadDriver(tmp_path), segment_cache_chars=8_000)
+    archive: TranscriptArchive | None = None
+    for number in range(3):
+        message = ChatMessage(role="user", content=f"question {number}")
+        archive = await store.archive(
+            ArchiveTranscriptInput(session_id="s", first_seq=number, messages=[message], previous=archive)
+        )
+    assert archive is not None
+    newest = await store.segment(archive)
+    assert await store.segment(archive) is newest, "parsed once, then shared"
+    transcript = await store.read_transcript(archive)
+    assert [m.content for m in transcript] == ["question 0", "question 1", "question 2"]
+    transcript[-1].content = "changed by a caller"
+    assert newest.messages[0].content == "question 2", "a caller's transcript is its own"
+    later = archive
+    for number in range(8):  # ~1,100 characters each: the oldest fall out of an 8,000-character cache
+        later = await store.archive(
+            ArchiveTranscriptInput(
+                session_id="s", first_seq=3 + number, messages=[ChatMessage(role="user", content="x" * 900)]
+            )
+        )
+        await store.segment(later)
+    assert await store.segment(later) is await store.segment(later)
+    assert await store.segment(archive) is not newest, "evicted, parsed again"
 
 
 async def test_a_missing_entry_is_a_clear_error(store: ContentStore) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,16 +24,19 @@ from activities.llm import LlmActivities
 from activities.openai_wire import StreamAccumulator, parse_completion
 from activities.payload_drivers import FilePayloadDriver
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
+from workflows import context
 from workflows.model import (
     LLM_BAD_RESPONSE_ERROR,
     LLM_REQUEST_REJECTED_ERROR,
     LLM_UNAVAILABLE_ERROR,
     AgentType,
+    ArchiveTranscriptInput,
     ChatMessage,
     LlmReply,
     LlmRequest,
     ToolCall,
     ToolSpec,
+    TranscriptSegment,
 )
 
 SESSION = "sess-llm"
@@ -153,6 +157,15 @@ async def test_request_body_is_openai_shaped(llm: LlmActivities, server: FakeLlm
         },
         {"role": "tool", "content": "a.py", "tool_call_id": "call_1", "name": "execute_command"},
     ]
+
+
+async def test_a_lone_surrogate_reaches_the_provider_as_a_json_escape(
+    llm: LlmActivities, server: FakeLlmServer
+) -> None:
+    server.script(SESSION, [FakeReply(content="ok")])
+    await run(llm, request(user("héllo \ud800 wörld")))  # a lone surrogate: not UTF-8, fine as a JSON escape
+    (sent,) = server.requests(SESSION)
+    assert sent["messages"][-1]["content"] == "héllo \ud800 wörld"
 
 
 async def test_no_tools_means_no_tools_key_and_no_temperature_when_unset(
@@ -430,6 +443,52 @@ async def test_error_messages_never_contain_the_keys(
         assert API_KEY not in error.message
         assert INTERNAL_KEY not in error.message
         assert "***" in error.message
+
+
+# --- Context over an archived transcript ---
+
+
+async def test_an_archived_transcript_is_read_back_once_per_segment(
+    llm: LlmActivities, store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long session's LLM call reads its archived transcript back, a segment at a time, until the window is full.
+    Each message is weighed once (not once more with every older segment read: that grew with the square of the
+    segments, ~12 ms of every call of a full 128k-token window), and a segment read by an earlier call is not parsed
+    again."""
+    archive, seq, conversation = None, 0, []
+    for segment in range(12):
+        messages = [
+            ChatMessage(role=role, content=f"{role} {segment}.{turn} " + "x" * size)
+            for turn in range(10)
+            for role, size in (("user", 500), ("assistant", 1_500))
+        ]
+        archive = await store.archive(
+            ArchiveTranscriptInput(session_id=SESSION, first_seq=seq, messages=messages, previous=archive)
+        )
+        seq += len(messages)
+        conversation += messages
+    weighed: Counter[int] = Counter()
+    parsed: list[int] = []
+    weigh, parse = context.message_chars, TranscriptSegment.model_validate_json
+
+    def counting_weigh(message: ChatMessage, cap: int | None = None) -> int:
+        weighed[id(message)] += 1
+        return weigh(message, cap)
+
+    def counting_parse(data: str | bytes) -> TranscriptSegment:
+        parsed.append(len(data))
+        return parse(data)
+
+    monkeypatch.setattr(context, "message_chars", counting_weigh)
+    monkeypatch.setattr(TranscriptSegment, "model_validate_json", counting_parse)
+    req = request(user("and now?"), transcript=archive, context_tokens=128_000)
+    for _ in range(2):
+        weighed.clear()
+        messages, omitted = await llm.provider_messages(req, 128_000)
+        assert omitted == 0
+        assert [m["content"] for m in messages[1:]] == [m.content for m in conversation] + ["and now?"]
+        assert max(weighed.values()) <= 2, "the open turn is weighed twice (it may need cutting), the others once"
+    assert len(parsed) == 12, "each segment parsed once, by the first call"
 
 
 def _completion(content: str, **extra: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from workflows.content import (
@@ -19,9 +21,11 @@ from workflows.content import (
 from workflows.context import (
     CHARS_PER_TOKEN,
     MIN_TEXT_CHARS,
+    ContextSelection,
     context_window_for,
     cut_for_context,
     estimate_tokens,
+    extend_selection,
     message_chars,
     select_context,
     shrunk_window,
@@ -143,6 +147,58 @@ def test_a_history_without_user_messages_is_one_turn() -> None:
 def test_empty_history() -> None:
     selection = select_context([], 1_000, older_exist=True)
     assert selection.start == 0 and selection.needs_older
+
+
+def select_back(parts: list[list[ChatMessage]], usable: int) -> tuple[ContextSelection, list[ChatMessage]]:
+    """What the LLM activity does over an archived transcript: the newest part first, then older parts while the
+    selection asks for them (`parts` oldest first)."""
+    history = parts[-1]
+    selection = select_context(history, usable, older_exist=len(parts) > 1)
+    for index in range(len(parts) - 2, -1, -1):
+        if not selection.needs_older:
+            break
+        selection = extend_selection(parts[index], history, selection, usable, older_exist=index > 0)
+        history = [*parts[index], *history]
+    return selection, history
+
+
+def random_turn(rng: random.Random, number: int) -> list[ChatMessage]:
+    if rng.random() < 0.5:
+        return [user("q" * rng.randint(1, 4_000)), ChatMessage(role="assistant", content="a" * rng.randint(0, 8_000))]
+    return tool_turn(f"c{number}", rng.choice([10, 2_000, 30_000, 400_000]))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_extending_a_selection_segment_by_segment_equals_selecting_the_whole_stretch(seed: int) -> None:
+    """The LLM activity reads an archive back one segment at a time and extends its selection with each; the result
+    is the selection of the whole conversation, however it was split (at turns, as archives are, or not)."""
+    rng = random.Random(seed)
+    messages = [m for number in range(rng.randint(1, 40)) for m in random_turn(rng, number)]
+    if rng.random() < 0.2:
+        messages.insert(0, ChatMessage(role="assistant", content="a reply whose question was archived earlier"))
+    # Archives are cut between turns; a cut inside a turn is handled too.
+    turns = [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
+    candidates = turns if turns and rng.random() < 0.8 else list(range(1, len(messages)))
+    cuts = sorted(rng.sample(candidates, min(len(candidates), rng.randint(0, 6))))
+    parts = [messages[a:b] for a, b in zip([0, *cuts], [*cuts, len(messages)], strict=True)]
+    usable = usable_tokens(rng.choice([8_000, 32_000, 128_000, 1_000_000]), fixed_chars=3_000)
+    selection, history = select_back(parts, usable)
+    skipped = len(messages) - len(history)  # the older parts the selection did not ask for
+    assert history == messages[skipped:]
+    shifted = ContextSelection(
+        start=selection.start + skipped,
+        caps={index + skipped: cap for index, cap in selection.caps.items()},
+        needs_older=selection.needs_older,
+        tokens=selection.tokens,
+    )
+    assert shifted == select_context(messages, usable)
+
+
+def test_a_selection_is_extended_only_when_it_took_everything() -> None:
+    crowded = [m for i in range(10) for m in tool_turn(f"c{i}", 200_000)]
+    selection = select_context(crowded, 50_000, older_exist=True)
+    with pytest.raises(ValueError, match="asked for older"):
+        extend_selection(tool_turn("old", 10), crowded, selection, 50_000)
 
 
 # --- markers, windows ---
