@@ -99,9 +99,10 @@ class Session:
         self.metrics = SessionMetrics()
         self.pauses = Pauses()
         self.lean = False
-        """Runs started with the `lean-turns` patch (workflows/conversation.py): the projection is written at wait
-        points, a call approved after it was announced is re-announced without waiting for the projection, search
-        attributes change only when the session waits, and input updates answer with the events they caused."""
+        """Runs started with the `lean-turns` patch, the baseline that implies every earlier one (workflows/patches.py):
+        the projection is written at wait points, a call approved after it was announced is re-announced without
+        waiting for the projection, search attributes change only when the session waits, and input updates answer
+        with the events they caused."""
         self._announced: set[str] = set()
         self.live_tokens = False
         """Publish token deltas of the answers (the newest input that continues a turn asked for them)."""
