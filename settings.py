@@ -45,6 +45,13 @@ NESTED_DELIMITER = "__"
 
 log = logging.getLogger("agent_runtime.settings")
 
+# Worker defaults (WorkerSettings), chosen by measuring with benchmarks/scale.py; the README says why.
+DEFAULT_MAX_CACHED_WORKFLOWS = 250
+DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS = 100
+DEFAULT_MAX_CONCURRENT_ACTIVITIES = 100
+DEFAULT_MAX_CONCURRENT_LOCAL_ACTIVITIES = 100
+DEFAULT_STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT_SECONDS = 0.5
+
 
 class SettingsError(Exception):
     """The environment does not describe a valid configuration; the message names each bad variable."""
@@ -216,6 +223,48 @@ class OtelSettings(BaseModel):
     service_name: str = Field(default="agent-runtime", min_length=1)
 
 
+class WorkerSettings(BaseModel):
+    """How much one worker process takes on (`AGENT_RUNTIME__WORKER__*`); read by `agent-runtime worker` only.
+
+    A session parked on an approval costs Temporal nothing but history; while its workflow stays in a worker's
+    sticky cache, its state also lives in that worker's memory (from ~0.3 MiB for a fresh session to several MiB for a
+    run of a thousand events or more). A session evicted from the cache is replayed from its history on its next input
+    (about 1 ms per event of its current run), so the cache bounds a worker's memory however many sessions wait. It
+    must still hold the sessions in the middle of a turn, or every input replays one. The defaults come from
+    `python -m benchmarks.scale` on a 2-core machine (README, "Worker settings").
+
+    Attributes:
+        max_cached_workflows: Workflows kept in memory between their tasks (the sticky cache); 0 turns caching and
+            sticky queues off (every task replays the whole history).
+        max_concurrent_workflow_tasks: Workflow tasks this worker runs at once; at least 2 with a cache (an SDK
+            rule), and at most `max_cached_workflows` (a running task holds a cache slot).
+        max_concurrent_activities: LLM calls, projection writes and the other activities run at once.
+        max_concurrent_local_activities: Local activities (short projection writes) run at once.
+        sticky_queue_schedule_to_start_timeout_seconds: How long a cached session's next task waits on this
+            worker's own (sticky) queue before any worker may take it from the shared queue: what a session pays
+            once when its worker died. Temporal's default is 10 s.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cached_workflows: int = Field(default=DEFAULT_MAX_CACHED_WORKFLOWS, ge=0)
+    max_concurrent_workflow_tasks: int = Field(default=DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS, ge=2)
+    max_concurrent_activities: int = Field(default=DEFAULT_MAX_CONCURRENT_ACTIVITIES, ge=1)
+    max_concurrent_local_activities: int = Field(default=DEFAULT_MAX_CONCURRENT_LOCAL_ACTIVITIES, ge=1)
+    sticky_queue_schedule_to_start_timeout_seconds: float = Field(
+        default=DEFAULT_STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT_SECONDS, gt=0
+    )
+
+    @model_validator(mode="after")
+    def _tasks_fit_the_cache(self) -> WorkerSettings:
+        if 0 < self.max_cached_workflows < self.max_concurrent_workflow_tasks:
+            raise ValueError(
+                f"{ENV_PREFIX}WORKER__MAX_CONCURRENT_WORKFLOW_TASKS ({self.max_concurrent_workflow_tasks}) must not "
+                f"exceed {ENV_PREFIX}WORKER__MAX_CACHED_WORKFLOWS ({self.max_cached_workflows})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a runtime process is configured with. Build it with `load_settings()`.
 
@@ -240,6 +289,7 @@ class Settings(BaseSettings):
         otel: OpenTelemetry exporter.
         api: Where the HTTP API listens.
         content: The content store for large content (tool results, files, long answers, archived transcripts).
+        worker: How much one worker process takes on (cache, concurrency, sticky queue).
         tool_lease_seconds: How long an IDE-executed tool call may stay unanswered before it is closed with an
             error result.
         tool_call_budget: Tool calls allowed in one turn before the runtime stops the loop.
@@ -276,6 +326,7 @@ class Settings(BaseSettings):
     otel: OtelSettings = Field(default_factory=OtelSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     content: ContentSettings = Field(default_factory=ContentSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     tool_lease_seconds: float = Field(default=600.0, gt=0)
     tool_call_budget: int = Field(default=20, ge=1)
     max_agent_switches: int = Field(default=50, ge=1)

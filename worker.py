@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -30,14 +31,13 @@ from activities.postgres import close_pool, create_pool
 from activities.webhook import WebhookActivities
 from client.connection import connect_client, open_content_store, settle_after_shutdown, with_content_store
 from client.telemetry import telemetry
-from settings import Settings, SettingsError, load_settings
+from settings import Settings, SettingsError, WorkerSettings, load_settings
 from workflows.conversation import ConversationWorkflow
 from workflows.project_grants import ProjectGrantsWorkflow
 from workflows.selfcheck import check_consistency
 
 log = logging.getLogger("agent_runtime.worker")
 
-STICKY_SCHEDULE_TO_START_TIMEOUT = timedelta(milliseconds=500)
 # Lets an LLM call in flight finish on shutdown; anything longer is retried elsewhere.
 GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=5)
 
@@ -110,14 +110,31 @@ async def _polling(
                 *GrantActivities(client).all(),
                 webhook.notify_approval,
             ],
-            # A dead worker's sessions stay pinned to its sticky queue until this runs out; the default (10 s) is
-            # an approval click that seems to hang after a restart. A cache miss only costs a replay.
-            sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START_TIMEOUT,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT,
+            **worker_options(settings.worker),
         )
         async with worker:
             log.info("Worker polling task queue %r", settings.temporal.task_queue)
             yield worker
+
+
+def worker_options(worker: WorkerSettings) -> dict[str, Any]:
+    """The `Worker` arguments that bound what one worker process takes on (settings `AGENT_RUNTIME__WORKER__*`).
+
+    The sticky cache bounds the worker's memory however many sessions are parked: a session it evicted is replayed
+    from its history on its next input. A dead worker's sessions stay pinned to its sticky queue until the sticky
+    schedule-to-start timeout runs out; Temporal's default (10 s) is an approval click that seems to hang after a
+    restart, while a task moved to the shared queue only costs a replay. README, "Worker settings", has the figures.
+    """
+    return {
+        "max_cached_workflows": worker.max_cached_workflows,
+        "max_concurrent_workflow_tasks": worker.max_concurrent_workflow_tasks,
+        "max_concurrent_activities": worker.max_concurrent_activities,
+        "max_concurrent_local_activities": worker.max_concurrent_local_activities,
+        "sticky_queue_schedule_to_start_timeout": timedelta(
+            seconds=worker.sticky_queue_schedule_to_start_timeout_seconds
+        ),
+    }
 
 
 @contextlib.asynccontextmanager

@@ -28,34 +28,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
 from temporalio.api.enums.v1 import EventType
 
+from benchmarks.stack import HEADERS, Stack, stack
 from client.connection import connect_client
-from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
-from devstack.postgres import EmbeddedPostgres
-from devstack.temporal import free_port, start_dev_server
+from devstack.fake_llm import FakeReply, FakeToolCall
 from settings import TemporalSettings
 from workflows.model import workflow_id_for
 
-KEY = "bench-internal-key"
-HEADERS = {"X-Internal-Auth": KEY}
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 TURN_TIMEOUT_SECONDS = 60.0
 
 
@@ -69,110 +59,6 @@ def text(content: str) -> FakeReply:
 
 def command(call_id: str) -> FakeReply:
     return FakeReply(tool_calls=[FakeToolCall(id=call_id, name="execute_command", arguments={"command": "ls"})])
-
-
-# --- processes and their CPU ---
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def find_process(name: str, parent: int) -> int:
-    for pid in process_tree(parent):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                return pid
-    raise RuntimeError(f"no {name} process under {parent}")
-
-
-@dataclass
-class Stack:
-    api_url: str
-    temporal: str
-    fake: FakeLlmServer
-    processes: dict[str, list[int]] = field(default_factory=dict)
-
-    def cpu(self) -> dict[str, float]:
-        totals = {}
-        for name, roots in self.processes.items():
-            total = 0.0
-            for root in roots:
-                for pid in process_tree(root):
-                    with contextlib.suppress(OSError):
-                        total += cpu_seconds(pid)
-            totals[name] = total
-        return totals
-
-
-@contextlib.asynccontextmanager
-async def stack(streaming: bool, projection: bool) -> AsyncIterator[Stack]:
-    async with contextlib.AsyncExitStack() as exits:
-        folder = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
-        server = await start_dev_server(ui=False)
-        exits.push_async_callback(server.shutdown)
-        fake = await exits.enter_async_context(FakeLlmServer())
-        api_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_RUNTIME__") and k != "DATABASE_URL"}
-        env |= {
-            "AGENT_RUNTIME__TEMPORAL__ADDRESS": server.target,
-            "AGENT_RUNTIME__TEMPORAL__TASK_QUEUE": f"bench-{uuid.uuid4().hex[:6]}",
-            "AGENT_RUNTIME__LLM_PROXY_URL": fake.base_url,
-            "AGENT_RUNTIME__INTERNAL_API_KEY": KEY,
-            "AGENT_RUNTIME__LLM_STREAMING": "true" if streaming else "false",
-            "AGENT_RUNTIME__CONTENT__PATH": str(folder / "content"),
-            "AGENT_RUNTIME__API__PORT": str(api_port),
-            "PYTHONPATH": str(REPO),  # this checkout, whatever the virtualenv's editable install points at
-        }
-        processes: dict[str, list[int]] = {"temporal": [find_process("temporal", os.getpid())]}
-        if projection:
-            postgres = EmbeddedPostgres(folder / "postgres")
-            env["AGENT_RUNTIME__DATABASE_URL"] = await postgres.start()
-            exits.push_async_callback(postgres.stop)
-            pid_file = folder / "postgres" / "postmaster.pid"
-            processes["postgres"] = [int(pid_file.read_text().split()[0])]
-        for name, argv in (("worker", [BIN / "python", REPO / "worker.py"]), ("api", [BIN / "agent-runtime", "api"])):
-            proc = await asyncio.create_subprocess_exec(
-                *map(str, argv), cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
-            exits.push_async_callback(_stop, proc)
-            processes[name] = [proc.pid]
-        url = f"http://127.0.0.1:{api_port}"
-        async with httpx.AsyncClient(timeout=5) as http:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/health")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        yield Stack(url, server.target, fake, processes)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 15)
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
 
 
 # --- the gateway's side ---
@@ -253,6 +139,14 @@ class Rows:
             return f"  {row:<48} (none)"
         pct = statistics.quantiles(data, n=100, method="inclusive") if len(data) > 1 else [data[0]] * 99
         return f"  {row:<48} {pct[49]:8.1f} {pct[94]:8.1f} {pct[98]:8.1f}   n={len(data)}"
+
+    def percentiles(self, row: str) -> str:
+        """The row's p50 / p95 / p99 in milliseconds, as `p50 / p95 / p99`; `-` without samples."""
+        data = sorted(self.values.get(row, []))
+        if not data:
+            return "-"
+        pct = statistics.quantiles(data, n=100, method="inclusive") if len(data) > 1 else [data[0]] * 99
+        return f"{pct[49]:.0f} / {pct[94]:.0f} / {pct[98]:.0f}"
 
 
 PLAIN = "same-session plain turn"

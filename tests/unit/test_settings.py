@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
 
-from settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from settings import (
+    DEFAULT_MAX_CACHED_WORKFLOWS,
+    DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS,
+    ENV_PREFIX,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from worker import worker_options
 from workflows.model import (
     DEFAULT_TASK_QUEUE,
     ConversationConfig,
@@ -283,3 +294,53 @@ def test_approval_timers_in_order_and_a_webhook_url_without_credentials(
     with pytest.raises(SettingsError, match=re.escape(message)) as raised:
         load_settings()
     assert "AGENT_RUNTIME__APPROVAL" in str(raised.value) and "pass@" not in str(raised.value)
+
+
+def test_worker_settings_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:
+    defaults = load_settings().worker
+    assert defaults.max_cached_workflows == DEFAULT_MAX_CACHED_WORKFLOWS
+    assert defaults.max_concurrent_workflow_tasks == DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS
+    assert defaults.max_concurrent_workflow_tasks <= defaults.max_cached_workflows
+    assert defaults.sticky_queue_schedule_to_start_timeout_seconds == 0.5
+
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CACHED_WORKFLOWS", "50")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CONCURRENT_WORKFLOW_TASKS", "10")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CONCURRENT_ACTIVITIES", "20")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CONCURRENT_LOCAL_ACTIVITIES", "30")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT_SECONDS", "2.5")
+
+    options = worker_options(load_settings().worker)
+
+    # Every option is an argument of the SDK's Worker, with the value the worker is built with.
+    assert set(options) <= set(inspect.signature(Worker.__init__).parameters)
+    assert options == {
+        "max_cached_workflows": 50,
+        "max_concurrent_workflow_tasks": 10,
+        "max_concurrent_activities": 20,
+        "max_concurrent_local_activities": 30,
+        "sticky_queue_schedule_to_start_timeout": timedelta(seconds=2.5),
+    }
+
+
+def test_worker_settings_are_checked(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CACHED_WORKFLOWS", "20")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CONCURRENT_WORKFLOW_TASKS", "40")
+    with pytest.raises(SettingsError, match="MAX_CONCURRENT_WORKFLOW_TASKS \\(40\\) must not exceed"):
+        load_settings()
+
+    # No cache at all (every task replays its history) takes any number of workflow tasks.
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CACHED_WORKFLOWS", "0")
+    assert load_settings().worker.max_cached_workflows == 0
+
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CONCURRENT_WORKFLOW_TASKS", "1")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT_SECONDS", "0")
+    clean_env.setenv("AGENT_RUNTIME__WORKER__MAX_CACHE", "5")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "AGENT_RUNTIME__WORKER__MAX_CONCURRENT_WORKFLOW_TASKS: Input should be greater than or equal to 2" in message
+    assert (
+        "AGENT_RUNTIME__WORKER__STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT_SECONDS: Input should be greater than 0"
+        in message
+    )
+    assert "AGENT_RUNTIME__WORKER__MAX_CACHE: Extra inputs are not permitted" in message
