@@ -671,7 +671,7 @@ async def run(args: argparse.Namespace) -> None:
         summary += await run_throughput(args, worker)
     say(f"\nSummary ({describe(worker)}; latencies p50 / p95 / p99)")
     for figure, value in summary:
-        say(f"  {figure:<48} {value}")
+        say(f"  {figure:<52} {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
