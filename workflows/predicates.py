@@ -174,6 +174,11 @@ def _in_order(words: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
 # --- paths ---
 
 
+def _same_components(op: str, components: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """`startswith`: `wanted` is a leading run of `components`; `equals`: the two are the same path."""
+    return components[: len(wanted)] == wanted if op == "startswith" else components == wanted
+
+
 def _path_strict(op: str, actual: Any, expected: Any) -> Truth:
     if not isinstance(actual, str) or not isinstance(expected, str):
         return None
@@ -185,7 +190,7 @@ def _path_strict(op: str, actual: Any, expected: Any) -> Truth:
             wanted = path_components(expected)
             if wanted is None:
                 return None
-            return components[: len(wanted)] == wanted if op == "startswith" else components == wanted
+            return _same_components(op, components, wanted)
         case "contains":
             return expected in actual
         case "matches":
@@ -206,7 +211,7 @@ def _path_broad(op: str, actual: Any, expected: Any) -> Truth:
             wanted = path_components(expected)
             if wanted is None:
                 return False
-            return components[: len(wanted)] == wanted if op == "startswith" else components == wanted
+            return _same_components(op, components, wanted)
         case "contains":
             return False
         case "matches":
