@@ -321,6 +321,20 @@ async def gateway_turns(session: Session, env: WorkflowEnvironment) -> None:
     assert session.deltas
 
 
+async def short_runs(session: Session, env: WorkflowEnvironment) -> None:
+    """Runs that end once they have 40 history events (continue-as-new-by-events): a call and its result, then
+    plain turns; the marker is recorded at the first input after a run reached the limit."""
+    session.script(classify("coder"), call("read_file", "call_s1", path="a.py"))
+    assert final(await session.say("read a.py")).call_id == "call_s1"
+    session.script(text("Read it."))
+    await session.result("call_s1", "x = 1")
+    assert final(await session.events()).content == "Read it."
+    for turn in range(3):
+        session.script(text(f"Answer {turn}."))
+        assert final(await session.say(f"question {turn}")).content == f"Answer {turn}."
+    assert (await session.client.state(session.id)).run >= 2
+
+
 _QUIET = {"llm_streaming": False}
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -377,6 +391,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         webhook=True,
         dev_server=True,
     ),
+    # Recorded with `continue-as-new-by-events`.
+    Scenario("short_runs", short_runs, _QUIET | {"continue_as_new_after_events": 40}),
 )
 
 

@@ -10,8 +10,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.testing import WorkflowEnvironment
 
@@ -161,13 +163,18 @@ def final(chunks: list[StreamChunk]) -> StreamChunk:
     return chunks[-1]
 
 
-async def largest_event(client: ConversationClient, session_id: str) -> int:
-    """The largest event (payloads included) in any run of the session's continue-as-new chain."""
-    largest, run_id = 0, None
+async def runs(client: ConversationClient, session_id: str) -> AsyncIterator[list[HistoryEvent]]:
+    """The history events of each run of the session's continue-as-new chain, the newest run first."""
+    run_id: str | None = None
     while True:
         run = client.temporal.get_workflow_handle(workflow_id_for(session_id), run_id=run_id)
         events = [event async for event in run.fetch_history_events()]
-        largest = max([largest, *(event.ByteSize() for event in events)])
+        yield events
         run_id = events[0].workflow_execution_started_event_attributes.continued_execution_run_id
         if not run_id:
-            return largest
+            return
+
+
+async def largest_event(client: ConversationClient, session_id: str) -> int:
+    """The largest event (payloads included) in any run of the session's continue-as-new chain."""
+    return max([event.ByteSize() async for events in runs(client, session_id) for event in events])

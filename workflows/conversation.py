@@ -91,6 +91,9 @@ CONTINUE_ON_INPUT_PATCH = "continue-as-new-on-input"
 # Fewer workflow tasks, activities and history events per turn, and inputs answered with the events they caused
 # (Session.lean says what changes); runs started before replay as they ran. It is the baseline (workflows/patches.py).
 LEAN_TURNS_PATCH = BASELINE
+# A run also ends once it has `SessionConfig.continue_as_new_after_events` history events; runs that reached that
+# many before this check existed replay as they ran (the marker is asked only once the count is reached).
+EVENTS_LIMIT_PATCH = "continue-as-new-by-events"
 
 # The newest message ids remembered for deduplication (older repeats would run again: days of conversation back).
 MESSAGE_IDS_KEPT = 1000
@@ -513,13 +516,21 @@ class ConversationWorkflow:
         """Only between turns, so no wait is ever cut in half; queued inputs travel in the carried state.
 
         Besides Temporal's suggestion (history size) and the configured turn limit, a run ends once its messages
-        add `HISTORY_SIZE_LIMIT` to workflow state: every LLM call sends them, so this keeps the cost of a turn flat.
+        add `HISTORY_SIZE_LIMIT` to workflow state: every LLM call sends them, so this keeps the cost of a turn flat;
+        and once it has `continue_as_new_after_events` history events: a worker without the session in its cache
+        replays the whole run before it answers, and Temporal's own suggestion (4,096 events) takes seconds.
         """
         history = self._session.history
         if history.open_calls:
             return False
-        limit = self._session.config.continue_as_new_after_turns
-        if workflow.info().is_continue_as_new_suggested() or (limit is not None and self._turns >= limit):
+        config = self._session.config
+        limit = config.continue_as_new_after_turns
+        info = workflow.info()
+        if info.is_continue_as_new_suggested() or (limit is not None and self._turns >= limit):
+            return True
+        if info.get_current_history_length() >= config.continue_as_new_after_events and workflow.patched(
+            EVENTS_LIMIT_PATCH
+        ):
             return True
         # Not before this run's first turn: a carried history that could not be archived must not loop.
         return self._archives_transcript and self._turns > 0 and history.size > HISTORY_SIZE_LIMIT

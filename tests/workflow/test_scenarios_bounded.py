@@ -14,7 +14,7 @@ import pytest
 from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError, SessionStuckError
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
 from tests.conftest import RuntimeFactory
-from tests.support import Session, call, classify, final, largest_event, text, tool_messages_for
+from tests.support import Session, call, classify, final, largest_event, runs, text, tool_messages_for
 from tests.workflow_changes import BugBetweenTurnsWorkflow, BugInATurnWorkflow
 from workflows.content import RAW_INPUT_LIMIT
 from workflows.model import (
@@ -222,6 +222,25 @@ async def test_size_triggers_continue_as_new_and_state_stays_bounded(
         assert state.run >= 2, "96 KB of inline messages ends a run"
         assert len(await session.history()) == 32
         assert await largest_event(client, session.id) < 200 * 1024
+
+
+async def test_a_run_ends_once_it_has_the_configured_number_of_history_events(
+    runtime_with: RuntimeFactory, fake_llm: FakeLlmServer
+) -> None:
+    """A worker without the session cached replays the whole run before it answers: runs stay short."""
+    limit = 60
+    async with runtime_with(multi_agent_mode=False, continue_as_new_after_events=limit) as client:
+        session = Session(client, fake_llm)
+        for turn in range(12):
+            session.script(text(f"ok {turn}"))
+            assert final(await session.say(f"question {turn}")).content == f"ok {turn}"
+        lengths = [len(events) async for events in runs(client, session.id)]
+        assert len(lengths) >= 3, f"12 small turns (~17 events each) in runs of at most {limit}: {lengths}"
+        # A run ends at the first input after it reached the limit, so it exceeds it by at most one turn.
+        assert all(length < limit + 40 for length in lengths), lengths
+        assert len(await session.history()) == 24, "every message of every run is still there"
+        session.script(text("still here"))
+        assert final(await session.say("and now?")).content == "still here"
 
 
 async def test_a_message_to_a_closed_session_is_refused_unless_a_new_one_is_asked_for(session: Session) -> None:
