@@ -7,10 +7,10 @@ import contextlib
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.api.history.v1 import HistoryEvent
