@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import (
     Client,
@@ -135,7 +135,8 @@ class SessionClosedError(ConversationError):
 
 
 class SessionStuckError(ConversationError):
-    """The session's workflow cannot make progress: its workflow task keeps failing (a bug, or no worker at all).
+    """The session's workflow cannot make progress: its workflow task keeps failing (a bug), keeps timing out
+    (crashing or overloaded workers; one timeout, a worker lost mid-task, is only a retry), or no worker takes it.
 
     Attributes:
         session_id: The session.
@@ -143,8 +144,11 @@ class SessionStuckError(ConversationError):
         reason: The last failure's message, when Temporal recorded one.
     """
 
-    def __init__(self, session_id: str, attempts: int, reason: str | None) -> None:
-        if attempts > 1:
+    def __init__(self, session_id: str, attempts: int, reason: str | None, *, timed_out: bool = False) -> None:
+        if attempts > 1 and timed_out:
+            what = f"its workflow task has timed out {attempts - 1} times"
+            hint = "check its workers: crashing, or too busy to replay the session within the workflow task timeout"
+        elif attempts > 1:
             what = f"its workflow task has failed {attempts - 1} times"
             hint = "an operator must deploy a fix; the session then resumes where it stopped"
         else:
@@ -173,6 +177,18 @@ EVENT_POLL_COOLDOWN = timedelta(milliseconds=10)
 ANSWER_TIMEOUT = timedelta(seconds=20)
 # Starting a new session under a closed one's id, a second apart (the server's minimal id reuse interval).
 NEW_SESSION_ATTEMPTS = 3
+# A workflow task that timed out (its worker was lost mid-task, or it ran past the task timeout) is retried by
+# another worker: a session is stuck only once its task has timed out this many times in a row. Temporal refuses
+# updates from the third attempt on as well.
+STUCK_AFTER_TIMED_OUT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class TaskProblem:
+    """The newest failure or timeout of a session's workflow task, as its history records it."""
+
+    timed_out: bool
+    message: str | None
 
 
 @dataclass(frozen=True)
@@ -534,16 +550,21 @@ class ConversationClient:
             return SessionClosedError(session_id, status, description.close_time)
         pending = description.raw_description.pending_workflow_task
         if pending.attempt > 1 or task_failed:
-            attempts = max(pending.attempt, 2)
-            return SessionStuckError(session_id, attempts, await self._last_task_failure(session_id))
+            problem = await self._last_task_problem(session_id)
+            if problem is None:
+                return SessionStuckError(session_id, max(pending.attempt, 2), None)
+            if problem.timed_out and not task_failed and pending.attempt < STUCK_AFTER_TIMED_OUT_ATTEMPTS:
+                return None  # the retry of a task whose worker was lost: slow, not stuck
+            return SessionStuckError(session_id, max(pending.attempt, 2), problem.message, timed_out=problem.timed_out)
         if pending.HasField("scheduled_time") and not pending.HasField("started_time"):
             waited = datetime.now(pending.scheduled_time.ToDatetime().tzinfo) - pending.scheduled_time.ToDatetime()
             if waited >= self._answer_timeout:
                 return SessionStuckError(session_id, 0, None)
         return None
 
-    async def _last_task_failure(self, session_id: str) -> str | None:
-        """The message of the newest WorkflowTaskFailed event (Temporal records the first failure of a task)."""
+    async def _last_task_problem(self, session_id: str) -> TaskProblem | None:
+        """The newest WorkflowTaskFailed or WorkflowTaskTimedOut event (Temporal records the first failure or
+        timeout of a task, not its retries); None when the history does not say."""
         request = GetWorkflowExecutionHistoryReverseRequest(namespace=self._client.namespace, maximum_page_size=100)
         request.execution.workflow_id = workflow_id_for(session_id)
         try:
@@ -552,7 +573,12 @@ class ConversationClient:
             return None  # a server without the reverse history API (the time-skipping test server)
         for event in response.history.events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                return event.workflow_task_failed_event_attributes.failure.message[:500] or None
+                message = event.workflow_task_failed_event_attributes.failure.message[:500] or None
+                return TaskProblem(timed_out=False, message=message)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+                kind = event.workflow_task_timed_out_event_attributes.timeout_type
+                what = "not picked up in time" if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START else "not finished"
+                return TaskProblem(timed_out=True, message=f"workflow task timed out ({what})")
         return None
 
     async def _closed(self, session_id: str) -> ConversationError:

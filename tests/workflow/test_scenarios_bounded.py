@@ -6,10 +6,15 @@ HTTP, and proves that the session answers the next message and that its history 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
+from temporalio.api.enums.v1 import TaskQueueKind
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import PollWorkflowTaskQueueRequest
 
 from client.conversation_client import ConversationClient, InvalidInputError, SessionClosedError, SessionStuckError
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall
@@ -21,6 +26,7 @@ from workflows.model import (
     ChunkType,
     ToolResult,
     UserMessage,
+    workflow_id_for,
 )
 
 # Temporal warns at 512 KB per payload (and refuses at 2 MB); a bounded session stays far below.
@@ -289,6 +295,51 @@ async def test_a_bug_inside_a_turn_ends_the_turn_not_the_session(
         assert state.counters.turn_failures == 1 and state.status == "idle" and not state.outstanding_calls
         session.script(text("Recovered."))
         assert final(await session.say("still there?")).content == "Recovered."
+
+
+async def _lose_the_next_workflow_task(client: ConversationClient, session_id: str, task_queue: str) -> int:
+    """Poll the session's next workflow task as a worker that is then killed would: take it, never answer. Returns
+    the attempt of the retry that Temporal schedules once the task times out (the workflow's task timeout)."""
+    temporal = client.temporal
+    lost = await temporal.workflow_service.poll_workflow_task_queue(
+        PollWorkflowTaskQueueRequest(
+            namespace=temporal.namespace,
+            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            identity="a worker killed mid-task",
+        )
+    )
+    assert lost.workflow_execution.workflow_id == workflow_id_for(session_id)
+    handle = client.handle(session_id)
+    while (await handle.describe()).raw_description.pending_workflow_task.attempt <= lost.attempt:
+        await asyncio.sleep(0.2)  # the server's task timeout (10 s) is the event waited for
+    return lost.attempt + 1
+
+
+async def test_a_session_whose_worker_was_lost_mid_task_is_slow_not_stuck(
+    dev_runtime_with: RuntimeFactory, fake_llm: FakeLlmServer
+) -> None:
+    """The retry of a task whose worker was lost is not `stuck` (a kill under load answered inputs the session
+    then took as stuck); a task that keeps timing out is, and says so."""
+    task_queue = f"lost-{uuid.uuid4().hex[:8]}"
+    async with dev_runtime_with(task_queue=task_queue, multi_agent_mode=False) as client:
+        session = Session(client, fake_llm)
+        session.script(text("first"))
+        final(await session.say("hello"))
+    await client.signal_user_message(session.id, UserMessage(content="are you there?"))
+    assert await _lose_the_next_workflow_task(client, session.id, task_queue) == 2
+    assert await client.diagnose(session.id) is None, "one lost worker: the retry is on its way"
+    assert await _lose_the_next_workflow_task(client, session.id, task_queue) == 3
+    stuck = await client.diagnose(session.id)
+    assert isinstance(stuck, SessionStuckError) and stuck.attempts == 3
+    assert "timed out 2 times" in str(stuck) and "workflow task timed out (not finished)" in str(stuck)
+    async with dev_runtime_with(task_queue=task_queue, multi_agent_mode=False) as client:
+        session.client = client
+        session.script(text("still here"))
+        handle = client.handle(session.id)
+        while (await handle.describe()).raw_description.pending_workflow_task.attempt > 1:
+            await asyncio.sleep(0.1)  # Temporal refuses updates (the stream's polls) until the retry completes
+        assert final(await session.events()).content == "still here", "a new worker takes the retry"
+        assert await client.diagnose(session.id) is None
 
 
 async def test_a_session_whose_workflow_task_fails_is_reported_as_stuck_with_the_reason(
