@@ -28,6 +28,7 @@ from workflows.model import (
     TokenUsage,
     ToolCall,
     ToolSpec,
+    replace_lone_surrogates,
 )
 
 log = logging.getLogger("agent_runtime.llm")
@@ -142,9 +143,10 @@ def parse_stream_chunk(data: str) -> dict[str, Any]:
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        # orjson refuses escaped lone surrogates ("\ud800"), which json reads; a model may well emit one.
+        # orjson refuses escaped lone surrogates ("\ud800"), which json reads; a model may well emit one. Nothing
+        # downstream encodes them (the activity's result, the IDE's stream), so they become U+FFFD.
         try:
-            chunk = json.loads(data)
+            chunk = replace_lone_surrogates(json.loads(data))
         except ValueError as err:
             raise bad_response(f"stream chunk is not JSON: {data[:200]!r}") from err
     if not isinstance(chunk, dict):

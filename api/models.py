@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from client.inbox import InboxItem
@@ -22,6 +22,7 @@ from workflows.model import (
     ProjectName,
     RememberDecision,
     StreamChunk,
+    replace_lone_surrogates,
 )
 
 # Session ids become Temporal workflow ids: printable, bounded. Anything else is refused with 422 before it reaches
@@ -40,9 +41,15 @@ SessionId = Annotated[
 
 
 class _Body(BaseModel):
-    """Request bodies: unknown fields are ignored, as the original's did."""
+    """Request bodies: unknown fields are ignored, as the original's did, and lone UTF-16 surrogates (JSON's
+    "\\ud800" escape with no pair, which no UTF-8 encoder takes) become U+FFFD before anything reads them."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable_text(cls, data: Any) -> Any:
+        return replace_lone_surrogates(data)
 
 
 class _Out(BaseModel):

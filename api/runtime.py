@@ -176,6 +176,8 @@ def session_id_of(execution: WorkflowExecution) -> str:
     return execution.id.removeprefix(WORKFLOW_ID_PREFIX)
 
 
-def get_runtime(request: Request) -> ApiRuntime:
+async def get_runtime(request: Request) -> ApiRuntime:
+    """The app's runtime. `async` although it awaits nothing: FastAPI runs a plain `def` dependency in a thread
+    pool, a hop to another thread and back on every request."""
     runtime: ApiRuntime = request.app.state.runtime
     return runtime

@@ -11,6 +11,7 @@ payloads validate unchanged.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -120,6 +121,36 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone UTF-16 surrogate in its strings (keys included) replaced by U+FFFD.
+
+    JSON may escape one (`"\\ud800"`: JavaScript's JSON.stringify writes that for a binary file read as text),
+    Python decodes it into the string, and then no UTF-8 encoder takes that string: not Temporal's payload converter,
+    the content store, PostgreSQL or the LLM request. Escaped pairs are decoded into one character, so whatever
+    surrogate is left is a lone one.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {replace_lone_surrogates(key): replace_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [replace_lone_surrogates(item) for item in value]
+    return value
+
+
+class InputModel(ContractModel):
+    """Base of what a session takes from outside (gateway, IDE, CLI): its text is made encodable on the way in, so
+    a binary tool result is delivered (with U+FFFD where it was not text) instead of failing the input."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable_text(cls, data: Any) -> Any:
+        return replace_lone_surrogates(data)
+
+
 # A project name becomes part of a workflow id (`approval-grants-<project>`): printable, bounded, no blanks.
 ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]*$")]
 
@@ -189,7 +220,7 @@ class ChatMessage(ContractModel):
 # --- Inputs (signals and updates) ---
 
 
-class TurnInput(ContractModel):
+class TurnInput(InputModel):
     """An input that starts or continues an agent turn."""
 
     live_tokens: bool = Field(
@@ -324,13 +355,13 @@ class PlanDecision(TurnInput):
     feedback: str | None = None
 
 
-class CancelTurn(ContractModel):
+class CancelTurn(InputModel):
     """Stop the turn that is running: its open tool calls are closed as cancelled, and queued inputs still run."""
 
     reason: str | None = None
 
 
-class SwitchAgent(ContractModel):
+class SwitchAgent(InputModel):
     """An explicit request to hand the conversation to another agent."""
 
     agent_type: AgentType

@@ -96,7 +96,9 @@ def create_app(fake: FakeLlm | None = None, *, context_window: int | None = None
         session = session_of(body)
         if body.get("stream"):
             return StreamingResponse(_sse(reply, body, session, received), media_type="text/event-stream")
-        return JSONResponse(completion_json(reply, body, session))
+        # ASCII-escaped, as the streamed chunks are: a scripted lone surrogate (adversarial output) goes out as
+        # "\ud800" instead of failing the fake's own UTF-8 encoding.
+        return Response(json.dumps(completion_json(reply, body, session)), media_type="application/json")
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/chat/completions", chat_completions, methods=["POST"])

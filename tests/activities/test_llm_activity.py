@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.content import ContentStore
 from activities.llm import LlmActivities
-from activities.openai_wire import StreamAccumulator, parse_completion
+from activities.openai_wire import StreamAccumulator, parse_completion, parse_stream_chunk
 from activities.payload_drivers import FilePayloadDriver
 from devstack.fake_llm import FakeLlmServer, FakeReply, FakeToolCall, FakeUsage
 from workflows import context
@@ -166,6 +166,27 @@ async def test_a_lone_surrogate_reaches_the_provider_as_a_json_escape(
     await run(llm, request(user("héllo \ud800 wörld")))  # a lone surrogate: not UTF-8, fine as a JSON escape
     (sent,) = server.requests(SESSION)
     assert sent["messages"][-1]["content"] == "héllo \ud800 wörld"
+
+
+async def test_a_lone_surrogate_from_the_model_becomes_a_replacement_character(
+    llm: LlmActivities, server: FakeLlmServer
+) -> None:
+    """JSON's "\\ud800" with no pair decodes to a string no encoder takes (the activity's result failed, and every
+    retry with it): the reply carries U+FFFD instead, in text and in tool arguments."""
+    server.script(
+        SESSION,
+        [
+            FakeReply(
+                content="half \ud83d",
+                tool_calls=[FakeToolCall(id="c1", name="execute_command", arguments={"command": "\udfff"})],
+            )
+        ],
+    )
+    reply = await run(llm, request(user("hi"), tools=[EXEC_SPEC]))
+    assert reply.content == "half \ufffd"
+    assert reply.tool_calls[0].arguments == {"command": "\ufffd"}
+    streamed = parse_stream_chunk('{"choices": [{"delta": {"content": "half \\ud83d"}}]}')
+    assert streamed["choices"][0]["delta"]["content"] == "half \ufffd"
 
 
 async def test_no_tools_means_no_tools_key_and_no_temperature_when_unset(

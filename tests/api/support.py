@@ -96,7 +96,10 @@ class Api:
         body: dict[str, Any] = {"message": message}
         if session_id is not None:
             body["session_id"] = session_id
-        async with self.http.stream("POST", "/agent/message/stream", json=body, headers=headers) as response:
+        # ASCII-escaped JSON, as JavaScript's JSON.stringify writes it (a lone surrogate goes out as "\ud800").
+        headers = {"content-type": "application/json", **(headers or {})}
+        content = json.dumps(body)
+        async with self.http.stream("POST", "/agent/message/stream", content=content, headers=headers) as response:
             await _expect_sse(response)
             return await read_sse(response)
 

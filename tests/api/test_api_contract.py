@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -535,6 +536,23 @@ async def test_a_large_tool_result_over_http_is_kept_whole(api: Api) -> None:
     assert final(await api.result(session_id, "call_big", result=content))["content"] == "Read it."
     [tool] = [m for m in await api.history(session_id) if m.role == "tool"]
     assert tool.content == content
+
+
+async def test_a_binary_tool_result_over_http_is_delivered(api: Api) -> None:
+    """A binary file read as text by the IDE carries lone surrogates in its JSON ("\\ud800"): the result is delivered
+    with U+FFFD in their place (it failed as an internal error and left the call open), and the model's own lone
+    surrogates are replaced the same way."""
+    binary = "PNG\x00\x1a" + json.loads('"\\ud800\\udfff\\udc00|\\ud83d"')
+    session_id = api.new_session(
+        classify("coder"), call("read_file", "call_bin", path="logo.png"), text("A picture" + binary[-1])
+    )
+    assert final(await api.say(session_id, "read logo.png"))["call_id"] == "call_bin"
+    answer = final(await api.result(session_id, "call_bin", result=binary))
+    assert answer["type"] == "assistant_message" and answer["content"] == "A picture\ufffd"
+    [tool] = [m for m in await api.history(session_id) if m.role == "tool"]
+    assert tool.content == "PNG\x00\x1a\U000103ff\ufffd|\ufffd"
+    api.llm.script(session_id, [text("still here")])
+    assert final(await api.say(session_id, "and now?"))["content"] == "still here"
 
 
 async def test_a_closed_session_is_refused_clearly_unless_a_new_one_is_asked_for(api: Api) -> None:

@@ -276,3 +276,39 @@ async def test_quiet_stream_keeps_alive_then_ends_with_a_resume_point(fuzz_api: 
     [data] = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     assert (data["type"], data["is_final"], data["session_id"]) == ("status", True, session_id)
     assert data["metadata"] == {"reason": "stream_timeout", "resume_from": 0}
+
+
+# What JSON's "\ud800" escape with no pair decodes to: JavaScript's JSON.stringify writes it for a binary file read
+# as text, and no UTF-8 encoder takes the string (hypothesis' text never holds one).
+LONE_SURROGATE = json.loads('"\\ud800"')
+
+
+async def test_lone_surrogates_anywhere_in_a_request_are_answered_cleanly(fuzz_api: Api) -> None:
+    """In an id, a type or a result, over HTTP and the socket: answered, with U+FFFD in their place (they were a 500
+    for ids and types, an internal error that left the call open for a result, and a dead socket)."""
+    json_headers = {"content-type": "application/json"}
+    created = await fuzz_api.http.post(
+        "/sessions", content=json.dumps({"session_id": f"sur{LONE_SURROGATE}"}), headers=json_headers
+    )
+    assert created.status_code == 201 and created.json()["id"] == "sur\ufffd"
+    wrong_type = {"session_id": "sur\ufffd", "message": {"type": f"x{LONE_SURROGATE}"}}
+    response = await fuzz_api.http.post("/agent/message/stream", content=json.dumps(wrong_type), headers=json_headers)
+    assert (response.status_code, response.json()) == (400, {"detail": "Unsupported message type: x\ufffd"})
+    unknown_call = {
+        "session_id": "sur\ufffd",
+        "message": {"type": "tool_result", "call_id": f"c{LONE_SURROGATE}", "result": LONE_SURROGATE},
+    }
+    async with fuzz_api.http.stream(
+        "POST", "/agent/message/stream", content=json.dumps(unknown_call), headers=json_headers
+    ) as streamed:
+        [error] = [e.data for e in await read_sse(streamed)]
+    assert error["metadata"]["code"] == "unknown_call_id" and "c\ufffd" in error["content"]
+    async with connect(f"{fuzz_api.server.ws_url}/ws/fuzz-sur", additional_headers=AUTH, proxy=None) as socket:
+        replies = []
+        for frame in (json.dumps({"type": f"x{LONE_SURROGATE}"}), json.dumps({"type": "no-such-type"})):
+            await socket.send(frame)
+            replies.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+        assert [reply["content"] for reply in replies] == [
+            "Unsupported message type: x\ufffd",
+            "Unsupported message type: no-such-type",  # the socket lives on
+        ]

@@ -2,7 +2,7 @@
 the embedded PostgreSQL, which the tests stop and start.
 
 - A conversation whose user message, tool arguments and tool result hold NUL bytes goes on, and the projection
-  holds them escaped (a lone surrogate cannot even reach a workflow: the data converter refuses it at the client).
+  holds them escaped (a lone surrogate never reaches a workflow: inputs replace it with U+FFFD on the way in).
 - Writes go in bounded batches (records and bytes, read back from the workflow history), and the backlog kept while
   the database is down is bounded: the oldest records are dropped and counted.
 - `quiesce()` before continue-as-new cancels the write in flight and waits for it, so the continue-as-new task
@@ -48,7 +48,6 @@ from workflows.model import (
     ChunkType,
     SessionCounters,
     StreamChunk,
-    UserMessage,
 )
 from workflows.patches import BASELINE
 from workflows.projection import (
@@ -479,12 +478,10 @@ async def test_nul_bytes_in_a_message_tool_arguments_and_a_tool_result_reach_the
         state = await client.state(session.id)
         assert (state.counters.projection_quarantined, state.counters.projection_dropped) == (0, 0)
 
-        # A lone surrogate cannot enter a workflow at all: the data converter refuses it before anything is sent,
-        # and the session is unaffected.
-        with pytest.raises(Exception, match="surrogates not allowed"):
-            await client.send_user_message(session.id, UserMessage(content="lone \ud800"))
+        # A lone surrogate never reaches the workflow: inputs replace it with U+FFFD on the way in.
         session.script(text("Fine."))
-        assert final(await session.say("still fine?")).content == "Fine."
+        assert final(await session.say("lone \ud800")).content == "Fine."
+        assert [m.content for m in await session.history()][-2:] == ["lone \ufffd", "Fine."]
 
 
 async def test_the_projection_catches_up_seconds_after_postgres_returns(

@@ -156,6 +156,8 @@ ADVERSARIAL: dict[str, list[FakeToolCall]] = {
     ],
     "dozens of calls": [FakeToolCall(id=f"c{i}", name="echo", arguments={"text": str(i)}) for i in range(40)],
     "NUL bytes": [FakeToolCall(id="c1", name="echo", arguments={"text": "a\x00b"})],
+    # JSON's "\ud800" escape with no pair: what a model's byte-level tokens can produce; no UTF-8 encoder takes it.
+    "lone surrogates": [FakeToolCall(id="c1", name="echo", arguments={"text": "a\ud800b\udfff"})],
     "a huge call id": [FakeToolCall(id="c" * 5_000, name="echo", arguments={"text": "long id"})],
 }
 
@@ -182,12 +184,14 @@ async def test_any_model_output_is_survivable(case: str, runtime_with: RuntimeFa
         else:
             assert last.content == "I recovered."
             errors = [m for m in history if m.role == "tool" and str(m.content).startswith("Error:")]
-            if case not in ("duplicate call ids", "NUL bytes", "a huge call id"):
+            if case not in ("duplicate call ids", "NUL bytes", "a huge call id", "lone surrogates"):
                 assert errors, "the model is told what was wrong with its call"
             if case == "dozens of calls":
                 assert len(errors) == 8 and all("at most 32" in str(m.content) for m in errors)
             if case == "NUL bytes":
                 assert [m.content for m in history if m.role == "tool"] == ["a\x00b"]
+            if case == "lone surrogates":
+                assert [m.content for m in history if m.role == "tool"] == ["a\ufffdb\ufffd"]
             if case == "duplicate call ids":
                 assert [m.content for m in history if m.role == "tool"] == ["2", "4"]
         session.script(text("Next answer."))
