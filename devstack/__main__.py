@@ -16,6 +16,7 @@ from pathlib import Path
 from devstack.demo import run_demo
 from devstack.dev import DevOptions, DevStackUnavailable, run_dev
 from devstack.postgres import EmbeddedPostgresError
+from devstack.temporal import DevStackError
 from settings import SettingsError, load_settings
 
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"devstack: {err}", file=sys.stderr)  # noqa: T201
         return 2
-    except (DevStackUnavailable, EmbeddedPostgresError) as err:
+    except (DevStackUnavailable, DevStackError, EmbeddedPostgresError) as err:
         print(f"devstack {args.command}: {err}", file=sys.stderr)  # noqa: T201
         return 1
     return 2

@@ -40,7 +40,7 @@ from client.telemetry import telemetry
 from devstack.embedded_server import EmbeddedServer
 from devstack.fake_llm import FakeLlmServer
 from devstack.postgres import EmbeddedPostgres
-from devstack.temporal import start_dev_server
+from devstack.temporal import start_dev_server, stop_orphaned_dev_servers
 from settings import Settings
 from worker import running_worker
 from workflows.model import SEARCH_ATTRIBUTES
@@ -89,6 +89,10 @@ async def run_dev(
     loop = asyncio.get_running_loop()
     own_temporal = "address" not in settings.temporal.model_fields_set
     own_llm = "llm_proxy_url" not in settings.model_fields_set
+    db_file = options.data_dir / "temporal.sqlite"
+    if own_temporal:
+        # A dev stack that was killed left its Temporal server running on the same file and ports.
+        await stop_orphaned_dev_servers(db_file)
     _check_ports_free(
         options.host,
         [("--temporal-port", options.temporal_port, own_temporal), ("--ui-port", options.ui_port, own_temporal)]
@@ -103,7 +107,6 @@ async def run_dev(
             client: Client
             if own_temporal:
                 options.data_dir.mkdir(parents=True, exist_ok=True)
-                db_file = options.data_dir / "temporal.sqlite"
                 server = await start_dev_server(
                     ui=True,
                     db_file=db_file,

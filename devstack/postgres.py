@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -42,8 +41,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
+from devstack.ownership import OwnedElsewhere, Ownership
 from settings import Settings
 
 log = logging.getLogger("agent_runtime.database")
@@ -99,7 +99,7 @@ class EmbeddedPostgres:
         self.database = database
         self.socket_dir = self._choose_socket_dir()
         self._system_user = SYSTEM_USER if _is_root() else None
-        self._lock_file: IO[str] | None = None
+        self._ownership = Ownership(self.data_dir)
 
     @property
     def dsn(self) -> str:
@@ -152,7 +152,7 @@ class EmbeddedPostgres:
     # --- the blocking parts, run in a thread ---
 
     def _start(self) -> None:
-        if self._lock_file is not None and self._postmaster_pid() is not None:
+        if self._ownership.held and self._postmaster_pid() is not None:
             return  # already started by this object
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._take_ownership()
@@ -226,31 +226,13 @@ class EmbeddedPostgres:
             _wait_gone(pid)
 
     def _take_ownership(self) -> None:
-        if self._lock_file is not None:
-            return
-        lock_path = self.data_dir.with_name(self.data_dir.name + ".lock")
-        lock_file = lock_path.open("a+")
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            owner = lock_file.read().strip() or "another process"
-            lock_file.close()
-            raise EmbeddedPostgresError(
-                f"{self.data_dir} is in use by {owner}; stop it, or use another data folder"
-            ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"pid {os.getpid()}\n")
-        lock_file.flush()
-        self._lock_file = lock_file
+            self._ownership.take()
+        except OwnedElsewhere as err:
+            raise EmbeddedPostgresError(str(err)) from None
 
     def _release_ownership(self) -> None:
-        if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        self._ownership.release()
 
     def _choose_socket_dir(self) -> Path:
         """The data folder itself, unless its socket path would be too long for a Unix socket."""

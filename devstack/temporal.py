@@ -13,6 +13,7 @@ Ports: the SDK picks a free frontend port itself, but when the UI is on and no U
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.connection import settle_after_shutdown
+from devstack.ownership import OwnedElsewhere, Ownership, processes_matching, stop_process
 
 log = logging.getLogger("agent_runtime.devstack")
 
@@ -114,6 +116,7 @@ class DevServer:
         namespace: The namespace the server was started with and `client` uses.
         ui_url: Web UI base URL, or None when started without UI.
         db_file: The SQLite file, or None for an in-memory server.
+        ownership: This process's claim on `db_file` while the server runs (devstack/ownership.py).
     """
 
     env: WorkflowEnvironment
@@ -121,6 +124,7 @@ class DevServer:
     namespace: str
     ui_url: str | None
     db_file: Path | None
+    ownership: Ownership | None = None
 
     @property
     def client(self) -> Client:
@@ -134,8 +138,12 @@ class DevServer:
 
     async def shutdown(self) -> None:
         """Stop the server process (it is waited for, so its ports and SQLite file are released)."""
-        await self.env.shutdown()
-        await settle_after_shutdown()
+        try:
+            await self.env.shutdown()
+            await settle_after_shutdown()
+        finally:
+            if self.ownership is not None:
+                self.ownership.release()
 
     async def __aenter__(self) -> DevServer:
         return self
@@ -192,32 +200,73 @@ async def start_dev_server(
     cli = temporal_cli_path()
     if ui and ui_port is None:
         ui_port = free_port(ip)
+    ownership = None
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_local(
-        namespace=namespace,
-        data_converter=pydantic_data_converter,
-        ip=ip,
-        port=port,
-        ui=ui,
-        ui_port=ui_port,
-        search_attributes=search_attributes,
-        dev_server_existing_path=str(cli),
-        dev_server_database_filename=str(db_file) if db_file is not None else None,
-        dev_server_log_level=log_level,
-        dev_server_extra_args=list(DEV_SERVER_DYNAMIC_CONFIG),
-        dev_server_startup_timeout=_STARTUP_TIMEOUT,
-    )
+        ownership = await asyncio.to_thread(_claim, db_file)
+    try:
+        env = await WorkflowEnvironment.start_local(
+            namespace=namespace,
+            data_converter=pydantic_data_converter,
+            ip=ip,
+            port=port,
+            ui=ui,
+            ui_port=ui_port,
+            search_attributes=search_attributes,
+            dev_server_existing_path=str(cli),
+            dev_server_database_filename=str(db_file) if db_file is not None else None,
+            dev_server_log_level=log_level,
+            dev_server_extra_args=list(DEV_SERVER_DYNAMIC_CONFIG),
+            dev_server_startup_timeout=_STARTUP_TIMEOUT,
+        )
+    except BaseException:
+        if ownership is not None:
+            ownership.release()
+        raise
     server = DevServer(
         env=env,
         target=env.client.service_client.config.target_host,
         namespace=namespace,
         ui_url=f"http://{_connectable(ip)}:{ui_port}" if ui else None,
         db_file=db_file,
+        ownership=ownership,
     )
     if server.ui_url is not None:
         await _wait_for_ui(server.ui_url, namespace)
     return server
+
+
+async def stop_orphaned_dev_servers(db_file: Path) -> None:
+    """Stop the dev servers still running on `db_file` although the process that started them is gone (a killed dev
+    stack leaves its server running, holding its ports and the SQLite file, and the next one could not start).
+
+    Raises:
+        DevStackError: A live process owns `db_file` (another dev stack on the same data folder).
+    """
+    ownership = await asyncio.to_thread(_claim, db_file)
+    ownership.release()
+
+
+def _claim(db_file: Path) -> Ownership:
+    """Own `db_file` (devstack/ownership.py) and stop the servers an earlier owner left running on it."""
+    ownership = Ownership(db_file)
+    try:
+        ownership.take()
+    except OwnedElsewhere as err:
+        raise DevStackError(str(err)) from None
+    for pid in processes_matching(functools.partial(_serves, db_file.resolve())):
+        log.warning("Stopping the Temporal dev server pid %d left running on %s by an earlier owner", pid, db_file)
+        if not stop_process(pid):
+            ownership.release()
+            raise DevStackError(f"the Temporal dev server pid {pid} left running on {db_file} does not stop")
+    return ownership
+
+
+def _serves(db_file: Path, args: list[str], cwd: Path) -> bool:
+    """Whether a command line is a dev server of the Temporal CLI persisting to `db_file`."""
+    if "start-dev" not in args or "--db-filename" not in args[:-1]:
+        return False
+    return (cwd / args[args.index("--db-filename") + 1]).resolve() == db_file
 
 
 def _connectable(ip: str) -> str:

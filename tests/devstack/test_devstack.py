@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -27,6 +31,7 @@ from devstack.temporal import (
 )
 from settings import Settings, TemporalSettings
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PENDING_APPROVALS = SearchAttributeKey.for_int("TestPendingApprovals")
 CURRENT_AGENT = SearchAttributeKey.for_keyword("TestCurrentAgent")
 
@@ -134,6 +139,60 @@ async def test_dev_server_keeps_workflows_across_a_restart(tmp_path: Path) -> No
         assert description.run_id == handle.result_run_id
     finally:
         await second.shutdown()
+
+
+# An owner that starts a dev server on a file and then dies without stopping it, as a SIGKILLed dev stack does.
+_OWNER = """
+import asyncio, sys
+from pathlib import Path
+from devstack.temporal import start_dev_server
+
+async def main():
+    server = await start_dev_server(ui=False, db_file=Path(sys.argv[1]), namespace="agents")
+    print(f"port={server.port}", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _port_line(output: IO[bytes]) -> int:
+    """The port the owner prints (the server it started writes to the same pipe)."""
+    for line in output:
+        if line.startswith(b"port="):
+            return int(line.removeprefix(b"port="))
+    raise AssertionError("the owner exited before its server was up")
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finding a server left behind reads /proc")
+async def test_a_server_left_running_by_a_killed_owner_is_stopped_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL leaves the dev server running, holding its port and SQLite file (a restarted `./run dev` could not
+    start); the next owner of the file stops it first. A live owner is never touched: the next one is refused."""
+    db_file = tmp_path / "temporal.db"
+    # Not an asyncio subprocess: its wait() also waits for the pipe, which the server left behind keeps open.
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(db_file)], cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    try:
+        assert owner.stdout is not None
+        port = await asyncio.wait_for(asyncio.to_thread(_port_line, owner.stdout), 60)
+        [left] = server_pids(temporal_cli_path(), port)
+        with pytest.raises(DevStackError, match=f"in use by pid {owner.pid}"):
+            await start_dev_server(ui=False, db_file=db_file, namespace="agents")
+        assert server_pids(temporal_cli_path(), port) == [left], "a live owner's server is left alone"
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    assert server_pids(temporal_cli_path(), port) == [left], "SIGKILL left the server running"
+
+    server = await start_dev_server(ui=False, db_file=db_file, namespace="agents", port=port)
+    try:
+        assert server_pids(temporal_cli_path(), port) != [left]
+        assert not Path(f"/proc/{left}").exists() or Path(f"/proc/{left}/stat").read_text().split()[2] == "Z"
+        client = await connect_client(TemporalSettings(address=server.target, namespace="agents"))
+        await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    finally:
+        await server.shutdown()
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="process check reads /proc")
