@@ -84,7 +84,7 @@ from workflows.model import (
     LlmReply,
     LlmRequest,
     StreamChunk,
-    replace_lone_surrogates,
+    encodable_json,
 )
 
 # Statuses where another attempt can succeed. 408/409 are in the set the official OpenAI SDK retries as well:
@@ -487,7 +487,7 @@ def _log_failed_attempt(request: LlmRequest, err: ApplicationError) -> None:
 
 def _json_body(response: httpx.Response) -> Any:
     try:
-        return replace_lone_surrogates(response.json())
+        return encodable_json(response.json())
     except ValueError as err:
         raise bad_response(f"body is not JSON: {response.text[:200]!r}") from err
 
@@ -495,7 +495,7 @@ def _json_body(response: httpx.Response) -> Any:
 def _provider_error_message(response: httpx.Response) -> str:
     """The provider's own words for an error answer: OpenAI's `error.message`, a `detail`, or the raw text."""
     try:
-        payload = replace_lone_surrogates(response.json())
+        payload = encodable_json(response.json())
     except ValueError:
         payload = None
     if isinstance(payload, dict):

@@ -28,7 +28,7 @@ from workflows.model import (
     TokenUsage,
     ToolCall,
     ToolSpec,
-    replace_lone_surrogates,
+    encodable_json,
 )
 
 log = logging.getLogger("agent_runtime.llm")
@@ -146,7 +146,7 @@ def parse_stream_chunk(data: str) -> dict[str, Any]:
         # orjson refuses escaped lone surrogates ("\ud800"), which json reads; a model may well emit one. Nothing
         # downstream encodes them (the activity's result, the IDE's stream), so they become U+FFFD.
         try:
-            chunk = replace_lone_surrogates(json.loads(data))
+            chunk = encodable_json(json.loads(data))
         except ValueError as err:
             raise bad_response(f"stream chunk is not JSON: {data[:200]!r}") from err
     if not isinstance(chunk, dict):

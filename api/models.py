@@ -22,7 +22,7 @@ from workflows.model import (
     ProjectName,
     RememberDecision,
     StreamChunk,
-    replace_lone_surrogates,
+    encodable_json,
 )
 
 # Session ids become Temporal workflow ids: printable, bounded. Anything else is refused with 422 before it reaches
@@ -49,7 +49,7 @@ class _Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _encodable_text(cls, data: Any) -> Any:
-        return replace_lone_surrogates(data)
+        return encodable_json(data)
 
 
 class _Out(BaseModel):

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from api.models import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
 from api.runtime import ApiRuntime
 from api.streaming import InputError, parse_input, run_input, without_nulls
-from workflows.model import replace_lone_surrogates
+from workflows.model import encodable_json
 
 log = logging.getLogger("agent_runtime.api.ws")
 
@@ -84,7 +84,7 @@ async def _process(
 async def _handle(websocket: WebSocket, runtime: ApiRuntime, session_id: str, text: str, *, tokens: bool) -> None:
     try:
         # Lone surrogates ("\ud800" with no pair) become U+FFFD: they fail every UTF-8 encoder, this socket's included.
-        payload: Any = replace_lone_surrogates(json.loads(text))
+        payload: Any = encodable_json(json.loads(text))
     except ValueError:
         await _send_error(websocket, "Invalid JSON")
         return

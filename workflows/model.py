@@ -121,23 +121,30 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def replace_lone_surrogates(value: Any) -> Any:
-    """`value` with every lone UTF-16 surrogate in its strings (keys included) replaced by U+FFFD.
+def encodable_text(text: str) -> str:
+    """`text` as UTF-8 can hold it: a surrogate pair split over two code points joined again, a lone UTF-16
+    surrogate replaced by U+FFFD.
 
-    JSON may escape one (`"\\ud800"`: JavaScript's JSON.stringify writes that for a binary file read as text),
-    Python decodes it into the string, and then no UTF-8 encoder takes that string: not Temporal's payload converter,
-    the content store, PostgreSQL or the LLM request. Escaped pairs are decoded into one character, so whatever
-    surrogate is left is a lone one.
+    JSON may escape a lone one (`"\\ud800"`: JavaScript's JSON.stringify writes that for a binary file read as
+    text), Python decodes it into the string, and then no UTF-8 encoder takes that string: not Temporal's payload
+    converter, the content store, PostgreSQL or the LLM request.
     """
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def encodable_json(value: Any) -> Any:
+    """`value` with `encodable_text` applied to every string in it, keys included."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+        return encodable_text(value)
     if isinstance(value, dict):
-        return {replace_lone_surrogates(key): replace_lone_surrogates(item) for key, item in value.items()}
+        return {encodable_json(key): encodable_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [replace_lone_surrogates(item) for item in value]
+        return [encodable_json(item) for item in value]
     return value
 
 
@@ -148,7 +155,7 @@ class InputModel(ContractModel):
     @model_validator(mode="before")
     @classmethod
     def _encodable_text(cls, data: Any) -> Any:
-        return replace_lone_surrogates(data)
+        return encodable_json(data)
 
 
 # A project name becomes part of a workflow id (`approval-grants-<project>`): printable, bounded, no blanks.

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows.model import ContentRef
+from workflows.model import ContentRef, encodable_text
 from workflows.records import (
     AgentSwitchRow,
     ApprovalRecord,
@@ -161,10 +160,6 @@ ON CONFLICT (session_id, kind, record_key, digest) DO NOTHING
 """
 
 
-# NUL, and UTF-16 surrogates (lone ones are not UTF-8; a pair split over two code points is joined again).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 class Sanitizer:
     """Makes strings storable (see the module docstring), counting the text values it cuts."""
 
@@ -172,11 +167,9 @@ class Sanitizer:
         self.truncated = 0
 
     def text(self, text: str, *, limit: int | None = MAX_TEXT_BYTES) -> str:
-        if _UNSTORABLE.search(text):
-            if "\x00" in text:
-                text = text.replace("\x00", NUL_ESCAPE)
-            # UTF-16 round trip: a surrogate pair becomes its character again, a lone surrogate U+FFFD.
-            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        if "\x00" in text:
+            text = text.replace("\x00", NUL_ESCAPE)
+        text = encodable_text(text)
         if limit is not None and len(text) * 4 > limit:  # only then can the UTF-8 form exceed the limit
             encoded = text.encode()
             if len(encoded) > limit:

@@ -7,19 +7,31 @@ import json
 
 import pytest
 
-from workflows.model import CancelTurn, HitlDecision, SwitchAgent, ToolResult, UserMessage, replace_lone_surrogates
+from workflows.model import (
+    CancelTurn,
+    HitlDecision,
+    SwitchAgent,
+    ToolResult,
+    UserMessage,
+    encodable_json,
+    encodable_text,
+)
 
 
 def test_lone_surrogates_are_replaced_anywhere_in_json() -> None:
     value = json.loads('{"k\\ud800": ["a\\udfffb", {"n": 1, "t": "\\ud83d\\ude00 ok"}], "none": null}')
-    cleaned = replace_lone_surrogates(value)
+    cleaned = encodable_json(value)
     assert cleaned == {"k\ufffd": ["a\ufffdb", {"n": 1, "t": "\U0001f600 ok"}], "none": None}
     json.dumps(cleaned, ensure_ascii=False).encode()  # encodable now
 
 
+def test_a_pair_split_over_two_code_points_is_joined_again() -> None:
+    assert encodable_text("\ud83d\ude00 and \ud83d alone") == "\U0001f600 and \ufffd alone"
+
+
 def test_clean_text_is_returned_as_it_is() -> None:
     text = "plain \x00 text \U0001f600"
-    assert replace_lone_surrogates(text) is text
+    assert encodable_json(text) is text
 
 
 @pytest.mark.parametrize(
