@@ -132,7 +132,8 @@ def encodable_text(text: str) -> str:
     text), Python decodes it into the string, and then no UTF-8 encoder takes that string: not Temporal's payload
     converter, the content store, PostgreSQL or the LLM request.
     """
-    if not _SURROGATE.search(text):
+    # isascii() is free next to the search (40 MB: ~0 against ~250 ms), and code and logs are mostly ASCII.
+    if text.isascii() or not _SURROGATE.search(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
