@@ -551,11 +551,11 @@ class ConversationClient:
         pending = description.raw_description.pending_workflow_task
         if pending.attempt > 1 or task_failed:
             problem = await self._last_task_problem(session_id)
-            if problem is None:
-                return SessionStuckError(session_id, max(pending.attempt, 2), None)
-            if problem.timed_out and not task_failed and pending.attempt < STUCK_AFTER_TIMED_OUT_ATTEMPTS:
+            timed_out = problem is not None and problem.timed_out
+            if timed_out and not task_failed and pending.attempt < STUCK_AFTER_TIMED_OUT_ATTEMPTS:
                 return None  # the retry of a task whose worker was lost: slow, not stuck
-            return SessionStuckError(session_id, max(pending.attempt, 2), problem.message, timed_out=problem.timed_out)
+            reason = problem.message if problem is not None else None
+            return SessionStuckError(session_id, max(pending.attempt, 2), reason, timed_out=timed_out)
         if pending.HasField("scheduled_time") and not pending.HasField("started_time"):
             waited = datetime.now(pending.scheduled_time.ToDatetime().tzinfo) - pending.scheduled_time.ToDatetime()
             if waited >= self._answer_timeout:
