@@ -8,21 +8,18 @@ in front of a user.
 from __future__ import annotations
 
 import asyncio
-import compileall
 import contextlib
 import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-import workflows
 from activities.content import ContentActivities, ContentStore
 from activities.grants import GrantActivities
 from activities.llm import LlmActivities
@@ -60,24 +57,11 @@ async def running_worker(
         workflow: The conversation workflow (tests run a variant with a planted bug).
     """
     check_consistency(settings.approval_policy())
-    write_workflow_bytecode()
     async with contextlib.AsyncExitStack() as stack:
         if content is None:
             content = await stack.enter_async_context(open_content_store(settings))
         async with _polling(client, settings, content, workflow) as worker:
             yield worker
-
-
-def write_workflow_bytecode() -> None:
-    """Write the bytecode of `workflows/` if it is missing.
-
-    The workflow sandbox imports the workflow's module afresh for every workflow instance it creates: each new
-    session, each continue-as-new run, each session evicted from the cache. Without bytecode on disk (a checkout
-    run with PYTHONDONTWRITEBYTECODE, as here) each of those imports compiles the source again: about 13 ms of CPU
-    against 2 ms. An installed package has its bytecode from pip already; a read-only tree is left as it is.
-    """
-    with contextlib.suppress(OSError):
-        compileall.compile_dir(Path(workflows.__file__).parent, quiet=2, workers=1)
 
 
 @contextlib.asynccontextmanager
